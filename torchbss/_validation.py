@@ -1,0 +1,144 @@
+"""Input checks shared by every public entry point.
+
+Each check raises a ``TypeError`` or ``ValueError`` whose message names the argument, what was
+received (shape, dtype, value) and what was expected, so that bad input never surfaces as a NaN
+or as an error deep inside torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+__all__ = [
+    "check_tensor",
+    "check_complex",
+    "check_real_float",
+    "check_finite",
+    "check_same_shape",
+    "check_positive_int",
+    "check_range",
+    "check_choice",
+]
+
+
+def _describe(x: torch.Tensor) -> str:
+    return f"shape {tuple(x.shape)} and dtype {x.dtype}"
+
+
+def check_tensor(
+    x: object,
+    name: str,
+    *,
+    min_ndim: int = 1,
+    layout: str | None = None,
+    min_last: int | None = None,
+) -> torch.Tensor:
+    """Check that ``x`` is a tensor with at least ``min_ndim`` dimensions.
+
+    Args:
+        x: the object to check.
+        name: argument name used in the error message.
+        min_ndim: minimum number of dimensions.
+        layout: human-readable expected layout, e.g. ``"(..., channels, samples)"``.
+        min_last: if given, the last dimension must have at least this many entries.
+
+    Returns:
+        ``x`` unchanged.
+    """
+    expected = f" {layout}" if layout else ""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor{expected}, got {type(x).__name__}")
+    if x.ndim < min_ndim:
+        raise ValueError(
+            f"{name} must have at least {min_ndim} dimensions{expected}, got {_describe(x)}"
+        )
+    if min_last is not None and x.shape[-1] < min_last:
+        raise ValueError(
+            f"{name} must have at least {min_last} entries along its last dimension{expected}, "
+            f"got {_describe(x)}"
+        )
+    return x
+
+
+def check_real_float(x: torch.Tensor, name: str) -> torch.Tensor:
+    """Check that ``x`` is a real floating point tensor (not integer, bool or complex)."""
+    if x.is_complex():
+        raise TypeError(
+            f"{name} must be a real floating point tensor, got complex dtype {x.dtype}; "
+            "pass the time-domain signal, or use the STFT-domain function"
+        )
+    if not x.is_floating_point():
+        hint = " (convert int16 PCM with x.float() / 32768)" if x.dtype == torch.int16 else ""
+        raise TypeError(
+            f"{name} must be a floating point tensor (float32 or float64), got {x.dtype}{hint}"
+        )
+    return x
+
+
+def check_complex(x: torch.Tensor, name: str) -> torch.Tensor:
+    """Check that ``x`` is a complex tensor (an STFT), not a real one."""
+    if not x.is_complex():
+        raise TypeError(
+            f"{name} must be a complex STFT tensor (complex64 or complex128), got {x.dtype}; "
+            "compute it with torchbss.STFT first"
+        )
+    return x
+
+
+def check_finite(x: torch.Tensor, name: str) -> torch.Tensor:
+    """Raise if ``x`` holds NaN or inf values (counts them in the message)."""
+    finite = torch.isfinite(x)
+    if not bool(finite.all()):
+        n_bad = int((~finite).sum())
+        raise ValueError(
+            f"{name} contains {n_bad} NaN/inf value(s) out of {x.numel()}; "
+            "expected finite values (clean the input, e.g. torch.nan_to_num)"
+        )
+    return x
+
+
+def check_same_shape(
+    a: torch.Tensor, b: torch.Tensor, name_a: str = "reference", name_b: str = "estimate"
+) -> None:
+    """Raise if two tensors do not have the same shape."""
+    if a.shape != b.shape:
+        raise ValueError(
+            f"{name_a} and {name_b} must have the same shape, got {tuple(a.shape)} and "
+            f"{tuple(b.shape)}"
+        )
+
+
+def check_positive_int(value: object, name: str, *, minimum: int = 1) -> int:
+    """Check that ``value`` is an integer ``>= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+    return value
+
+
+def check_range(
+    value: float,
+    name: str,
+    low: float,
+    high: float,
+    *,
+    low_inclusive: bool = True,
+    high_inclusive: bool = False,
+) -> float:
+    """Check that ``low <(=) value <(=) high``; the message prints the interval."""
+    lo_ok = value >= low if low_inclusive else value > low
+    hi_ok = value <= high if high_inclusive else value < high
+    if not (lo_ok and hi_ok):
+        interval = f"{'[' if low_inclusive else '('}{low}, {high}{']' if high_inclusive else ')'}"
+        raise ValueError(f"{name} must be in {interval}, got {value}")
+    return float(value)
+
+
+def check_choice(value: str, name: str, choices: Sequence[str]) -> str:
+    """Check that a string option is one of ``choices`` (listed in the message)."""
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; valid options are {sorted(choices)}")
+    return value
