@@ -9,8 +9,15 @@ Notation (used by every separator):
   (OverIVA, Scheibler & Ono 2019).
 * ``Y``: separated STFT, ``(..., sources, freq, frames)``.
 * ``weights``: per-source, per-bin, per-frame weights ``phi`` of the auxiliary function,
-  ``(..., sources, freq, frames)`` real and positive (``phi = G'(r) / r`` for IVA source models,
-  ``1 / variance`` for NMF/Gauss models).
+  ``(..., sources, freq, frames)`` real and positive. With the cost (negative log-likelihood
+  per frame, averaged over frames)
+
+      ``J(W) = sum_k mean_t G(r_kt) - 2 sum_f log|det W_f|``,  ``r_kt = ||y_kt||_2`` (over freq),
+
+  the majorisation ``G(r) <= G'(r0) / (2 r0) r^2 + const`` gives ``phi_kt = G'(r_kt) / (2 r_kt)``
+  (Laplace ``G(r) = r``: ``phi = 1 / (2 r)``), and the IP normalisation is ``w^H V w = 1``. For
+  Gaussian models with variance ``lambda`` (time-varying Gauss, NMF/ILRMA) the source term is
+  ``sum_{k,f} mean_t (|y|^2 / lambda + log lambda)`` and ``phi = 1 / lambda``.
 * ``V``: weighted covariances ``V_k = 1/T sum_t phi_kt x_t x_t^H``, ``(..., sources, freq, mics,
   mics)``.
 
@@ -172,8 +179,7 @@ def ip2_update(
     E = torch.zeros(M, 2, dtype=W.dtype, device=W.device)
     E[k, 0] = 1.0
     E[l, 1] = 1.0
-    Wh = W.conj().transpose(-1, -2)
-    # P_s = (W V_s)^{-1} E, (..., freq, M, 2); G_s = E^H (W V_s W^H)^{-1} E = (W^H)^{-1}... in 2x2 form
+    # P_s = (W V_s)^{-1} E, (..., freq, M, 2); G_s = E^H (W V_s W^H)^{-1} E (2x2)
     P_k = torch.linalg.solve(W @ V_k, E.expand(W.shape[:-2] + (M, 2)))
     P_l = torch.linalg.solve(W @ V_l, E.expand(W.shape[:-2] + (M, 2)))
     # E^H (W V_s W^H)^{-1} E = E^H (W^H)^{-1} (W V_s)^{-1} E = (W^{-1} E)^H P_s
@@ -188,9 +194,35 @@ def ip2_update(
     c_l = c_min / _quad(G_l, c_min).clamp_min(eps).sqrt()[..., None]
     w_k = (P_k @ c_k[..., None])[..., 0]
     w_l = (P_l @ c_l[..., None])[..., 0]
-    del Wh
-    W = _replace_row(W, k, w_k.conj())
-    return _replace_row(W, l, w_l.conj())
+    W_ip2 = _replace_row(_replace_row(W, k, w_k.conj()), l, w_l.conj())
+    # (nearly) proportional G_k, G_l (e.g. a silent mic): the pencil's eigenvectors are
+    # ill-defined and the joint update can make W singular; fall back to two IP1 steps there
+    # (which also never increase the cost).
+    degenerate = _relative_gap_2x2(G_k, G_l) < IP2_DEGENERATE_GAP
+    W_ip1 = ip1_update(ip1_update(W, V_k, k, load=0.0, eps=eps), V_l, l, load=0.0, eps=eps)
+    return torch.where(degenerate[..., None, None], W_ip1, W_ip2)
+
+
+# Relative eigenvalue gap of the IP2 pencil below which IP2 falls back to two IP1 steps.
+IP2_DEGENERATE_GAP = 1e-6
+
+
+def _relative_gap_2x2(H: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
+    """``(mu_max - mu_min) / (mu_max + mu_min)`` of the pencil ``H c = mu L c`` (no grad)."""
+    with torch.no_grad():
+        tiny = torch.finfo(H.real.dtype).tiny
+        H = H / _trace(H).clamp_min(tiny)[..., None, None]
+        L = L / _trace(L).clamp_min(tiny)[..., None, None]
+        a = L[..., 0, 0].real * L[..., 1, 1].real - L[..., 0, 1].abs() ** 2
+        b = (
+            H[..., 0, 0].real * L[..., 1, 1].real
+            + H[..., 1, 1].real * L[..., 0, 0].real
+            - 2.0 * (H[..., 0, 1] * L[..., 0, 1].conj()).real
+        )
+        c = H[..., 0, 0].real * H[..., 1, 1].real - H[..., 0, 1].abs() ** 2
+        disc = (b * b - 4.0 * a * c).clamp_min(0.0)
+        gap = disc.sqrt() / b.abs().clamp_min(tiny)
+        return torch.where(torch.isfinite(gap), gap, torch.zeros_like(gap))
 
 
 def _quad(G: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -202,9 +234,15 @@ def _gen_eig_2x2(H: torch.Tensor, L: torch.Tensor, eps: float) -> tuple[torch.Te
     """Generalized eigenvectors of the 2x2 Hermitian pencil ``H c = mu L c`` (``L`` PD).
 
     Solves ``det(H - mu L) = 0`` in closed form. Returns the (unnormalised) eigenvectors of the
-    largest and of the smallest eigenvalue, each ``(..., 2)``. The discriminant's square root is
+    largest and of the smallest eigenvalue, each ``(..., 2)``; the latter is taken L-orthogonal
+    to the former. The discriminant's square root is
     floored at ``eps`` (relative) so the gradient stays finite at repeated eigenvalues.
     """
+    # the eigenvectors do not change when H and L are scaled: normalise both to unit trace so
+    # the quadratic's coefficients cannot overflow on (near) silent input
+    tiny = torch.finfo(H.real.dtype).tiny
+    H = H / _trace(H).clamp_min(tiny)[..., None, None]
+    L = L / _trace(L).clamp_min(tiny)[..., None, None]
     h11, h22, h12 = H[..., 0, 0].real, H[..., 1, 1].real, H[..., 0, 1]
     l11, l22, l12 = L[..., 0, 0].real, L[..., 1, 1].real, L[..., 0, 1]
     a = l11 * l22 - (l12.abs() ** 2)
@@ -215,8 +253,16 @@ def _gen_eig_2x2(H: torch.Tensor, L: torch.Tensor, eps: float) -> tuple[torch.Te
     root = (disc + (eps * scale) ** 2).sqrt()
     a_safe = a.clamp_min(torch.finfo(a.dtype).tiny)
     mu_max = (b + root) / (2.0 * a_safe)
-    mu_min = (b - root) / (2.0 * a_safe)
-    return _null_vector_2x2(H, L, mu_max), _null_vector_2x2(H, L, mu_min)
+    c_max = _null_vector_2x2(H, L, mu_max)
+    # the other eigenvector is L-orthogonal to c_max: c_min ⟂ L c_max. Taking it this way keeps
+    # the two rows independent even at repeated eigenvalues (e.g. silent input).
+    u = (L @ c_max[..., None])[..., 0]
+    c_min = torch.stack([u[..., 1].conj(), -u[..., 0].conj()], dim=-1)
+    return c_max, c_min
+
+
+def _trace(A: torch.Tensor) -> torch.Tensor:
+    return A.diagonal(dim1=-2, dim2=-1).real.sum(-1)
 
 
 def _null_vector_2x2(H: torch.Tensor, L: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
@@ -227,9 +273,11 @@ def _null_vector_2x2(H: torch.Tensor, L: torch.Tensor, mu: torch.Tensor) -> torc
     n1 = (v1.abs() ** 2).sum(-1, keepdim=True)
     n2 = (v2.abs() ** 2).sum(-1, keepdim=True)
     v = torch.where(n1 >= n2, v1, v2)
-    # degenerate pencil (B == 0, e.g. silent bin): keep a unit vector so nothing is 0/0
+    # degenerate pencil (B == 0, e.g. silent bin): fall back to e1 so nothing is 0/0
     tiny = torch.finfo(n1.dtype).tiny
-    return torch.where(torch.maximum(n1, n2) > tiny, v, torch.ones_like(v) / (2**0.5))
+    e1 = torch.zeros_like(v)
+    e1[..., 0] = 1.0
+    return torch.where(torch.maximum(n1, n2) > tiny, v, e1)
 
 
 def iss_update(
@@ -259,7 +307,7 @@ def iss_update(
     """
     if frame_mask is not None:
         weights = weights * frame_mask.to(weights.dtype)[..., None, None, :]
-        n_frames = frame_mask.to(weights.dtype).sum(-1).clamp_min(1.0)[..., None, None]
+        n_frames = frame_mask.to(weights.dtype).sum(-1).clamp_min(1.0)[..., None]  # (..., 1)
     else:
         n_frames = Y.shape[-1]
     y_k = Y[..., source : source + 1, :, :]  # (..., 1, f, t)
@@ -267,7 +315,9 @@ def iss_update(
     num = (weights * Y * y_k.conj()).sum(-1)  # (..., s, f)
     den = (weights * pow_k).sum(-1)  # (..., s, f)
     v = num / den.clamp_min(eps)
-    v_kk = 1.0 - (den[..., source, :] / n_frames).clamp_min(eps).rsqrt()
+    # a silent source (zero power) keeps its row instead of being rescaled by eps^{-1/2}
+    pow_kk = den[..., source, :] / n_frames
+    v_kk = torch.where(pow_kk > eps, 1.0 - pow_kk.clamp_min(eps).rsqrt(), torch.zeros_like(pow_kk))
     onehot = torch.zeros(Y.shape[-3], 1, dtype=torch.bool, device=Y.device)
     onehot[source] = True
     v = torch.where(onehot, v_kk.unsqueeze(-2).to(v.dtype), v)  # (..., s, f)

@@ -6,10 +6,14 @@ leading batch dims is accepted.
 
 Padding: frames are centred (``torch.stft(center=True)``) and the signal is padded with zeros
 (``pad_mode="constant"``) by ``n_fft // 2`` on both sides. Zero padding, unlike reflect padding,
-works for every length, including signals shorter than ``n_fft``. When ``hop_length > n_fft // 2``
-the last centred frame may not reach the end of the signal; the signal is then zero-padded on the
-right by the few extra samples needed for one more frame (:func:`num_frames` gives the count), so
-that ``istft(stft(x), length=n)`` reconstructs ``x`` for every length ``n >= 1``.
+works for every length, including signals shorter than ``n_fft``. The frame count is
+``torch.stft``'s, ``1 + (samples + 2 * (n_fft // 2) - n_fft) // hop_length``, except when
+``hop_length > n_fft // 4`` and the last sample would lie more than ``n_fft // 4`` samples past
+the last frame centre: there it would be covered only by the low tail of the window (or not at
+all when ``hop_length > n_fft // 2``), which amplifies round-off and any processing error of the
+STFT; the signal is then zero-padded on the right by the few samples needed for one more frame.
+:func:`num_frames` gives the count. So ``istft(stft(x), length=n)`` reconstructs ``x`` for every
+length ``n >= 1`` and every ``hop_length`` for which the window satisfies NOLA.
 
 Reconstruction is the weighted overlap-add of Griffin & Lim, "Signal estimation from modified
 short-time Fourier transform", IEEE Trans. ASSP 32(2), 1984, as implemented by ``torch.istft``;
@@ -18,6 +22,8 @@ which is checked up front.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 from torch import nn
@@ -103,13 +109,17 @@ def _check_window(window: object, n_fft: int, hop_length: int) -> torch.Tensor:
     return window
 
 
+@functools.lru_cache(maxsize=64)
+def _check_default_window(n_fft: int, hop_length: int) -> None:
+    _check_window(hann_window(n_fft, dtype=torch.float64), n_fft, hop_length)
+
+
 def _extra_right_padding(num_samples: int, n_fft: int, hop_length: int) -> int:
-    """Zeros to append so that the last centred frame covers the last sample."""
+    """Zeros to append so that the last sample sits at most ``n_fft // 4`` past a frame centre."""
     half = n_fft // 2
-    padded = num_samples + 2 * half - n_fft  # torch.stft frames: 1 + padded // hop
-    last_centre = (padded // hop_length) * hop_length
-    # sample n - 1 sits at window index half + (n - 1 - last_centre); it must be <= n_fft - 1
-    needed_centre = num_samples - n_fft + half
+    padded = num_samples + 2 * half - n_fft  # torch.stft gives 1 + padded // hop frames
+    last_centre = (padded // hop_length) * hop_length  # in samples of the unpadded signal
+    needed_centre = num_samples - 1 - n_fft // 4
     if last_centre >= needed_centre:
         return 0
     steps = -(-needed_centre // hop_length)  # ceil division
@@ -126,8 +136,8 @@ def num_frames(num_samples: int, n_fft: int = 2048, hop_length: int = 512) -> in
 
     Returns:
         ``1 + (num_samples + extra + 2 * (n_fft // 2) - n_fft) // hop_length`` where ``extra`` is
-        the right padding described in the module docstring (zero unless
-        ``hop_length > n_fft // 2``).
+        the right padding described in the module docstring (always zero when
+        ``hop_length <= n_fft // 4``).
     """
     check_positive_int(num_samples, "num_samples")
     _check_config(n_fft, hop_length)
@@ -159,7 +169,9 @@ def stft(
     """
     _check_audio(x, "x")
     _check_config(n_fft, hop_length)
-    if window is not None:
+    if window is None:
+        _check_default_window(n_fft, hop_length)
+    else:
         _check_window(window, n_fft, hop_length)
     return _stft(x, n_fft, hop_length, window)
 
@@ -233,7 +245,9 @@ def istft(
         complex128 input.
     """
     _check_spec(spec, n_fft, hop_length, length)
-    if window is not None:
+    if window is None:
+        _check_default_window(n_fft, hop_length)
+    else:
         _check_window(window, n_fft, hop_length)
     return _istft(spec, n_fft, hop_length, window, length)
 

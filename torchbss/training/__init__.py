@@ -1,0 +1,1 @@
+"""Training entry points (the Lightning/Hydra stack builds on these)."""
