@@ -6,9 +6,9 @@
 2. Memory: peak resident memory beyond the input and output buffers, for several track
    lengths, each measured in a fresh subprocess after a warm-up (peak RSS ``VmHWM``, reset
    through ``/proc/self/clear_refs`` just before the run; ``getrusage``'s max RSS would keep
-   the parent's peak across ``exec``). For
-   ``apply_chunked`` it should be flat in the track length; a naive version that keeps every
-   chunk's output and stitches at the end (``overlap_add``) is shown for contrast.
+   the parent's peak across ``exec``). For ``apply_chunked`` it should be flat in the track
+   length; a naive version that keeps every chunk's output and stitches at the end
+   (``overlap_add``) is shown for contrast.
 
 Run ``python -m bench.bench_chunked [--quick]``; writes ``bench/results/bench_chunked.json``.
 """
@@ -59,12 +59,21 @@ def _track(seconds: float) -> torch.Tensor:
     return torch.randn(CHANNELS, int(seconds * SAMPLE_RATE), generator=generator)
 
 
+def _no_compute(x: torch.Tensor) -> torch.Tensor:
+    """A 'model' that costs nothing: two sources that are views of the input."""
+    return x.unsqueeze(1).expand(-1, SOURCES, -1, -1)
+
+
 def measure_overhead(
-    seconds: float, chunk_seconds: float, overlap: float, batch_size: int, repeat: int
+    name: str,
+    model: nn.Module | object,
+    seconds: float,
+    chunk_seconds: float,
+    overlap: float,
+    batch_size: int,
+    repeat: int,
 ) -> dict:
-    """Median time of apply_chunked and of the model alone on the same chunks."""
-    torch.manual_seed(0)
-    model = SmallConv().eval()
+    """Median time of apply_chunked and of the model alone on the same (pre-cut) chunks."""
     audio = _track(seconds)
     chunk_size = int(chunk_seconds * SAMPLE_RATE)
     with torch.inference_mode():
@@ -86,29 +95,29 @@ def measure_overhead(
         cpus: dict[str, list[float]] = {"model": [], "chunked": []}
         model(batches[0])
         for _ in range(repeat):
-            for name, fn in (("model", model_only), ("chunked", chunked)):
+            for key, fn in (("model", model_only), ("chunked", chunked)):
                 start = time.process_time()
-                walls[name].append(time_fn(fn, repeat=1, warmup=0))
-                cpus[name].append(time.process_time() - start)
-    model_time, chunked_time = (
-        statistics.median(walls["model"]),
-        statistics.median(walls["chunked"]),
-    )
-    model_cpu, chunked_cpu = statistics.median(cpus["model"]), statistics.median(cpus["chunked"])
+                walls[key].append(time_fn(fn, repeat=1, warmup=0))
+                cpus[key].append(time.process_time() - start)
+    model_time = statistics.median(walls["model"])
+    chunked_time = statistics.median(walls["chunked"])
+    model_cpu = statistics.median(cpus["model"])
+    chunked_cpu = statistics.median(cpus["chunked"])
     return {
+        "model": name,
         "track_s": seconds,
-        "chunk_s": chunk_seconds,
-        "overlap": overlap,
-        "batch_size": batch_size,
         "model_calls": len(batches),
-        "repeat": repeat,
+        "threads": torch.get_num_threads(),
         "model_only_s": model_time,
         "apply_chunked_s": chunked_time,
         "overhead_pct": 100.0 * (chunked_time / model_time - 1.0),
+        "cpu_overhead_pct": 100.0 * (chunked_cpu / model_cpu - 1.0),
+        # cost of cutting + stitching per second of audio, whatever the model
+        "overhead_ms_per_audio_s": 1000.0 * (chunked_time - model_time) / seconds,
+        "realtime_factor": seconds / chunked_time,
         "model_only_cpu_s": model_cpu,
         "apply_chunked_cpu_s": chunked_cpu,
-        "cpu_overhead_pct": 100.0 * (chunked_cpu / model_cpu - 1.0),
-        "realtime_factor": seconds / chunked_time,
+        "repeat": repeat,
     }
 
 
@@ -201,28 +210,49 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--overlap", type=float, default=0.25)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=None, help="track length (timing)")
+    parser.add_argument("--timing-only", action="store_true", help="skip the memory part")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (timing)")
     parser.add_argument("--child", choices=["apply_chunked", "naive"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         _child(args.child, args.seconds, args.chunk_seconds, args.overlap, args.batch_size)
         return
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     seconds = args.seconds or (60.0 if args.quick else 300.0)
     repeat = 3
-    lengths = [10.0, 20.0, 40.0] if args.quick else [30.0, 60.0, 120.0, 240.0, 480.0]
+    lengths = [20.0, 40.0, 80.0] if args.quick else [30.0, 60.0, 120.0, 240.0, 480.0]
     common = (args.chunk_seconds, args.overlap, args.batch_size)
 
-    timing = measure_overhead(seconds, *common, repeat=repeat)
-    print(f"## apply_chunked overhead ({CHANNELS} ch, {SOURCES} stems, {SAMPLE_RATE} Hz)\n")
-    print_table([timing])
-    memory = [measure_memory(m, s, *common) for m in ("apply_chunked", "naive") for s in lengths]
-    print("\n## peak memory beyond the input and output buffers\n")
-    print_table(memory)
+    torch.manual_seed(0)
+    models = {"SmallConv": SmallConv().eval(), "no compute (views)": _no_compute}
+    timing = [measure_overhead(n, m, seconds, *common, repeat=repeat) for n, m in models.items()]
+    print(
+        f"## apply_chunked overhead: {CHANNELS} ch, {SOURCES} stems, {SAMPLE_RATE} Hz, chunk "
+        f"{args.chunk_seconds} s, overlap {args.overlap}, batch {args.batch_size}\n"
+    )
+    columns = [k for k in timing[0] if not k.endswith("cpu_s") and k != "repeat"]
+    print_table(timing, columns)
+    memory = []
+    if not args.timing_only:
+        methods = ("apply_chunked", "naive")
+        memory = [measure_memory(m, s, *common) for m in methods for s in lengths]
+        print("\n## peak memory beyond the input and output buffers\n")
+        print_table(memory)
     path = write_json(
         "bench_chunked",
         {
             "quick": args.quick,
             "model": "SmallConv(hidden=16, kernel=9), 3 conv layers",
+            "config": {
+                "chunk_s": args.chunk_seconds,
+                "overlap": args.overlap,
+                "batch_size": args.batch_size,
+                "sample_rate": SAMPLE_RATE,
+                "channels": CHANNELS,
+                "sources": SOURCES,
+            },
             "timing": timing,
             "memory": memory,
         },

@@ -128,6 +128,15 @@ def test_windows() -> None:
     assert torch.equal(chunk_window(custom, 8, 4), custom)
 
 
+@pytest.mark.parametrize("window", ["hann", "triangular", "rectangular", None, "custom"])
+def test_apply_chunked_windows_reconstruct(window) -> None:
+    if window == "custom":
+        window = torch.linspace(0.1, 1.0, CHUNK)
+    x = _audio(2, 2, 53)
+    out = apply_chunked(lambda t: t, x, CHUNK, overlap=0.5, window=window, batch_size=2)
+    torch.testing.assert_close(out, x, atol=1e-6, rtol=0)
+
+
 def test_apply_chunked_matches_chunk_and_overlap_add_for_a_nonlinear_model() -> None:
     torch.manual_seed(0)
     conv = torch.nn.Conv1d(2, 4, 5, padding=2)
@@ -171,6 +180,12 @@ def test_progress_bar_runs(capsys: pytest.CaptureFixture[str]) -> None:
     out = apply_chunked(lambda t: t, x, CHUNK, progress=True)
     torch.testing.assert_close(out, x, atol=1e-6, rtol=0)
     assert "apply_chunked" in capsys.readouterr().err
+    apply_chunked(lambda t: t, x, CHUNK, progress=None, device=x.device)  # short: no bar
+    assert capsys.readouterr().err == ""
+
+
+def _fail(t: torch.Tensor) -> torch.Tensor:
+    raise AssertionError("the model must not be called")
 
 
 def _bad_model_shape(t: torch.Tensor) -> torch.Tensor:
@@ -202,6 +217,13 @@ def _bad_model_shape(t: torch.Tensor) -> torch.Tensor:
             "zero at some samples",
         ),
         (lambda: apply_chunked(lambda t: t, torch.zeros(2, 10), 0), ValueError, "chunk_size"),
+        (
+            lambda: apply_chunked(
+                _fail, torch.zeros(2, 10), 4, 0.5, window=torch.tensor([0, 1.0, 0, 0])
+            ),
+            ValueError,
+            "zero at some samples",
+        ),
         (lambda: apply_chunked(lambda t: t, torch.zeros(2, 10), 4, 1.5), ValueError, "overlap"),
         (lambda: apply_chunked(lambda t: t, torch.zeros(2, 10), 4, 0.5, 0), ValueError, "batch"),
         (lambda: apply_chunked(lambda t: t, torch.zeros(1, 1, 2, 9), 4), ValueError, "batch, ch"),

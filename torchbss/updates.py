@@ -40,7 +40,10 @@ from einops import einsum
 
 __all__ = [
     "demix",
+    "demix_freq_major",
     "weighted_covariance",
+    "outer_products",
+    "weighted_covariance_from_outer",
     "ip1_update",
     "ip2_update",
     "iss_update",
@@ -83,6 +86,23 @@ def demix(W: torch.Tensor, X: torch.Tensor, n_src: int | None = None) -> torch.T
     return einsum(W, X, "... f k m, ... m f t -> ... k f t")
 
 
+def demix_freq_major(W: torch.Tensor, Xf: torch.Tensor, n_src: int | None = None) -> torch.Tensor:
+    """:func:`demix` for a mixture stored frequency-major, one batched matmul.
+
+    Args:
+        W: ``(..., freq, rows, mics)`` complex.
+        Xf: ``(..., freq, mics, frames)`` complex, contiguous (``X.transpose(-3, -2)``, made once
+            per separation; then ``W @ Xf`` needs no copy, unlike the einsum on ``X``).
+        n_src: keep only the first ``n_src`` rows (default: all).
+
+    Returns:
+        ``(..., n_src, freq, frames)`` complex (a transposed view).
+    """
+    if n_src is not None:
+        W = W[..., :n_src, :]
+    return (W @ Xf).transpose(-3, -2)
+
+
 def weighted_covariance(
     X: torch.Tensor, weights: torch.Tensor, frame_mask: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -106,6 +126,52 @@ def weighted_covariance(
         denom = n_frames
     Xw = einsum(X, weights.to(X.dtype), "... m f t, ... k f t -> ... k f m t")
     return einsum(Xw, X.conj(), "... k f m t, ... n f t -> ... k f m n") / denom
+
+
+def outer_products(X: torch.Tensor) -> torch.Tensor:
+    """Per-frame outer products ``x_ft x_ft^H``, computed once per separation.
+
+    Args:
+        X: ``(..., mics, freq, frames)`` complex mixture STFT.
+
+    Returns:
+        ``(..., freq, frames, mics, mics)`` complex, to pass to
+        :func:`weighted_covariance_from_outer` on every iteration.
+    """
+    # contiguous, so that the real view used on every iteration is a free reshape
+    return einsum(X, X.conj(), "... m f t, ... n f t -> ... f t m n").contiguous()
+
+
+def weighted_covariance_from_outer(
+    XX: torch.Tensor, weights: torch.Tensor, frame_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Same as :func:`weighted_covariance`, from precomputed :func:`outer_products`.
+
+    All sources' covariances come from one real batched matmul over frequencies
+    ``(freq, sources, frames) @ (freq, frames, 2 mics^2)`` (complex values viewed as real pairs,
+    the weights being real), which is much faster than a complex einsum per iteration.
+
+    Args:
+        XX: ``(..., freq, frames, mics, mics)`` from :func:`outer_products`.
+        weights: ``(..., sources, freq or 1, frames)`` real weights.
+        frame_mask: optional ``(..., frames)`` valid-frame mask.
+
+    Returns:
+        ``(..., sources, freq, mics, mics)`` complex Hermitian.
+    """
+    n_freq, n_frames, M = XX.shape[-4], XX.shape[-3], XX.shape[-1]
+    if frame_mask is not None:
+        m = frame_mask.to(weights.dtype)
+        weights = weights * m[..., None, None, :]
+        denom = m.sum(-1).clamp_min(1.0)[..., None, None, None]
+    else:
+        denom = n_frames
+    K = weights.shape[-3]
+    w = weights.expand(weights.shape[:-2] + (n_freq, n_frames)).transpose(-3, -2)  # (.., f, k, t)
+    XXr = torch.view_as_real(XX).flatten(-3)  # (..., f, t, 2 M^2)
+    V = (w.to(XXr.dtype) @ XXr) / denom  # (..., f, k, 2 M^2)
+    V = torch.view_as_complex(V.unflatten(-1, (M, M, 2)).contiguous())
+    return V.transpose(-4, -3) if K > 0 else V
 
 
 def ip1_update(
@@ -327,7 +393,9 @@ def iss_update(
     return Y, W
 
 
-def background_update(W: torch.Tensor, C: torch.Tensor, n_src: int) -> torch.Tensor:
+def background_update(
+    W: torch.Tensor, C: torch.Tensor, n_src: int, load: float = DEFAULT_LOAD
+) -> torch.Tensor:
     """Recompute the background rows of an overdetermined demixing matrix (OverIVA).
 
     The last ``M - K`` rows are ``[J, -I]`` with ``J`` chosen so that the background is
@@ -338,6 +406,7 @@ def background_update(W: torch.Tensor, C: torch.Tensor, n_src: int) -> torch.Ten
         W: ``(..., freq, mics, mics)`` with the source rows first.
         C: ``(..., freq, mics, mics)`` mixture covariance ``1/T sum_t x x^H``.
         n_src: number of sources ``K`` (``K < M``).
+        load: relative diagonal loading of the ``K x K`` system (``0`` for exact parity).
 
     Returns:
         New ``W`` with the background rows replaced.
@@ -346,7 +415,7 @@ def background_update(W: torch.Tensor, C: torch.Tensor, n_src: int) -> torch.Ten
     if n_src >= M:
         return W
     WsC = W[..., :n_src, :] @ C  # (..., f, K, M)
-    Jh = torch.linalg.solve(_loaded(WsC[..., :n_src], DEFAULT_LOAD), WsC[..., n_src:])
+    Jh = torch.linalg.solve(_loaded(WsC[..., :n_src], load), WsC[..., n_src:])
     J = Jh.conj().transpose(-1, -2)  # (..., f, M-K, K)
     minus_eye = -torch.eye(M - n_src, dtype=W.dtype, device=W.device).expand(
         J.shape[:-2] + (M - n_src, M - n_src)

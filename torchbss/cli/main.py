@@ -41,8 +41,13 @@ def make_separator(
     from torchbss.separators import ILRMA, AuxIVA, OnlineAuxIVA, OnlineILRMA
 
     if method == "auxiva":
-        return AuxIVA(n_iter=n_iter or 100, update="ip2" if n_src == 2 else "ip1",
-                      source_model="laplace", n_src=n_src, ref_mic=ref_mic)
+        return AuxIVA(
+            n_iter=n_iter or 100,
+            update="ip2" if n_src == 2 else "ip1",
+            source_model="laplace",
+            n_src=n_src,
+            ref_mic=ref_mic,
+        )
     if method == "ilrma":
         return ILRMA(n_iter=n_iter or 100, n_basis=2, n_src=n_src, ref_mic=ref_mic, seed=0)
     if method == "online-auxiva":
@@ -125,7 +130,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         # match each estimate to a reference (best permutation by SI-SDR)
         from itertools import permutations
 
-        best = max(permutations(range(n_src)), key=lambda p: float(si_sdr(ref, est[list(p)]).mean()))
+        best = max(
+            permutations(range(n_src)), key=lambda p: float(si_sdr(ref, est[list(p)]).mean())
+        )
         est = est[list(best)]
         score = si_sdr(ref, est)
         for k in range(n_src):
@@ -230,8 +237,13 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
                 sep_fn()
             dt = (time.perf_counter() - t0) / args.repeat
             rows.append(
-                {"method": method, "mics": n_mics, "seconds": args.seconds, "time (s)": dt,
-                 "real-time factor": dt / args.seconds}
+                {
+                    "method": method,
+                    "mics": n_mics,
+                    "seconds": args.seconds,
+                    "time (s)": dt,
+                    "real-time factor": dt / args.seconds,
+                }
             )
     _print_table(rows, list(rows[0]))
     return 0

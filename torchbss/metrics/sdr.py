@@ -74,6 +74,14 @@ def _check_pair(
     return reference.to(dtype), estimate.to(dtype)
 
 
+def _check_sample_rate(sample_rate: object) -> float:
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float)):
+        raise TypeError(f"sample_rate must be a positive number in Hz, got {sample_rate!r}")
+    if not sample_rate > 0 or not math.isfinite(sample_rate):
+        raise ValueError(f"sample_rate must be a positive number in Hz, got {sample_rate}")
+    return float(sample_rate)
+
+
 def _resolve_eps(eps: float | None, dtype: torch.dtype) -> float:
     if eps is None:
         return float(torch.finfo(dtype).eps)
@@ -84,9 +92,7 @@ def _resolve_eps(eps: float | None, dtype: torch.dtype) -> float:
 
 def _ratio_db(numerator: torch.Tensor, denominator: torch.Tensor, eps: float) -> torch.Tensor:
     """``10 log10((num + eps) / (den + eps))`` with both energies clamped at zero."""
-    return 10.0 * torch.log10(
-        (numerator.clamp_min(0.0) + eps) / (denominator.clamp_min(0.0) + eps)
-    )
+    return 10.0 * torch.log10((numerator.clamp_min(0.0) + eps) / (denominator.clamp_min(0.0) + eps))
 
 
 # --------------------------------------------------------------------------------------------
@@ -94,9 +100,7 @@ def _ratio_db(numerator: torch.Tensor, denominator: torch.Tensor, eps: float) ->
 # --------------------------------------------------------------------------------------------
 
 
-def sdr(
-    reference: torch.Tensor, estimate: torch.Tensor, eps: float | None = None
-) -> torch.Tensor:
+def sdr(reference: torch.Tensor, estimate: torch.Tensor, eps: float | None = None) -> torch.Tensor:
     """Signal-to-distortion ratio in its plain SNR form, in dB.
 
     ``SDR = 10 log10((|s|^2 + eps) / (|s - ŝ|^2 + eps))``. This is not scale invariant (a
@@ -173,6 +177,9 @@ def si_sdr(
 # --------------------------------------------------------------------------------------------
 # Permutation solvers (shared with torchbss.losses.pit)
 # --------------------------------------------------------------------------------------------
+
+
+_MAX_PERMUTATIONS = 40320
 
 
 @lru_cache(maxsize=32)
@@ -271,7 +278,8 @@ def solve_permutation(
     """Best one-to-one matching of references (rows) to estimates (columns).
 
     Exhaustive search over all permutations (batched, exact) when there are at most
-    ``max_exhaustive`` references, otherwise :func:`linear_sum_assignment` (also exact).
+    ``max_exhaustive`` references (and at most 40320 candidate assignments), otherwise
+    :func:`linear_sum_assignment` (also exact).
     No gradient flows through the assignment.
 
     Args:
@@ -287,11 +295,10 @@ def solve_permutation(
     """
     check_tensor(score, "score", min_ndim=2, layout="(..., n_ref, n_est)")
     cost = -score.detach() if maximize else score.detach()
-    if cost.shape[-2] <= max_exhaustive:
-        if cost.shape[-2] > cost.shape[-1]:
-            raise ValueError(
-                f"score must have n_ref <= n_est, got shape {tuple(score.shape)}"
-            )
+    n_ref, n_est = cost.shape[-2:]
+    if n_ref > n_est:
+        raise ValueError(f"score must have n_ref <= n_est, got shape {tuple(score.shape)}")
+    if n_ref <= max_exhaustive and math.perm(n_est, n_ref) <= _MAX_PERMUTATIONS:
         return _exhaustive_assignment(cost)
     return linear_sum_assignment(cost)
 
@@ -354,6 +361,30 @@ def _spd_solve(matrix: torch.Tensor, rhs: torch.Tensor, fallback_load: float) ->
     return torch.cholesky_solve(rhs, factor)
 
 
+@lru_cache(maxsize=16)
+def _gram_index_cache(
+    n_ref: int, taps: int, all_references: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    k = torch.arange(taps)
+    lag = (k[:, None] - k[None, :]) + taps - 1  # position of lag k - l in the lag window
+    width = 2 * taps - 1
+    refs = torch.arange(n_ref)
+    if not all_references:  # correlations stored as (j, 1, lags)
+        return refs[:, None, None] * width + lag, None
+    pair = refs[:, None] * n_ref + refs[None, :]  # (i, j) -> flat pair index
+    toeplitz = (refs * (n_ref + 1))[:, None, None] * width + lag
+    gram = pair[:, None, :, None] * width + lag[None, :, None, :]  # (i, k, j, l)
+    return toeplitz, gram.reshape(n_ref * taps, n_ref * taps)
+
+
+def _gram_indices(
+    n_ref: int, taps: int, all_references: bool, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Flat indices into the lag window that build the Toeplitz and block-Toeplitz matrices."""
+    toeplitz, gram = _gram_index_cache(n_ref, taps, all_references)
+    return toeplitz.to(device), None if gram is None else gram.to(device)
+
+
 def _bss_eval_square_cosines(
     reference: torch.Tensor,
     estimate: torch.Tensor,
@@ -368,7 +399,8 @@ def _bss_eval_square_cosines(
     ``all_references``) ``coh_all (..., n_est)``: the fraction explained by filtering all
     references jointly.
     """
-    n_ref, n_samples = reference.shape[-2:]
+    n_samples = reference.shape[-1]
+    n_ref = reference.shape[-2]
     taps = filter_length
     reference = _unit_norm(reference)
     estimate = _unit_norm(estimate)
@@ -380,25 +412,25 @@ def _bss_eval_square_cosines(
     cross = torch.fft.irfft(ref_f.conj()[..., :, None, :] * est_f[..., None, :, :], n=n_fft)
     cross = cross[..., :taps]
     # Gram matrix of the delayed references: G[(i,k),(j,l)] = r_ij(k - l) with
-    # r_ij(m) = sum_t s_i(t) s_j(t + m) (exact for |m| < taps thanks to zero padding).
-    lag = torch.arange(taps, device=reference.device)
-    lag_index = (lag[:, None] - lag[None, :]) % n_fft  # (taps, taps)
-    eye = torch.eye(taps, dtype=reference.dtype, device=reference.device)
+    # r_ij(m) = sum_t s_i(t) s_j(t + m) (exact for |m| < taps thanks to zero padding). Both G
+    # and its diagonal blocks (the per-reference Toeplitz matrices) are gathered in one
+    # indexing operation from the lags -(taps-1) .. taps-1 of the correlations.
     loading = 0.0 if load_diag is None else float(load_diag)
     fallback = max(loading, 1e3 * float(torch.finfo(reference.dtype).eps))
     if all_references:
         auto = torch.fft.irfft(ref_f.conj()[..., :, None, :] * ref_f[..., None, :, :], n=n_fft)
-        gram = auto[..., lag_index]  # (..., i, j, k, l)
-        diag_blocks = torch.diagonal(gram, dim1=-4, dim2=-3)  # (..., k, l, j)
-        toeplitz = rearrange(diag_blocks, "... k l j -> ... j k l")
-        gram = rearrange(gram, "... i j k l -> ... (i k) (j l)")
+    else:
+        auto = torch.fft.irfft(ref_f.abs().square(), n=n_fft)[..., None, :]  # (..., j, 1, n_fft)
+    lags = torch.cat([auto[..., n_fft - taps + 1 :], auto[..., :taps]], dim=-1)
+    lags = lags.flatten(-3)  # (..., pairs * (2 taps - 1))
+    toeplitz_index, gram_index = _gram_indices(n_ref, taps, all_references, reference.device)
+    toeplitz = lags[..., toeplitz_index]  # (..., j, k, l)
+    if loading:
+        toeplitz = toeplitz + loading * torch.eye(taps, dtype=lags.dtype, device=lags.device)
+    if all_references:
+        gram = lags[..., gram_index]  # (..., (i k), (j l))
         if loading:
             gram = gram + loading * torch.eye(n_ref * taps, dtype=gram.dtype, device=gram.device)
-    else:
-        auto = torch.fft.irfft(ref_f.abs().square(), n=n_fft)  # (..., j, n_fft)
-        toeplitz = auto[..., lag_index]  # (..., j, k, l)
-    if loading:
-        toeplitz = toeplitz + loading * eye
     # per-reference projections: coh_target[j, k] = b_jk^T T_j^{-1} b_jk
     rhs = rearrange(cross, "... j k m -> ... j m k")
     filters = _spd_solve(toeplitz, rhs, fallback)
@@ -568,7 +600,7 @@ class FramewiseResult(NamedTuple):
 def framewise_si_sdr(
     reference: torch.Tensor,
     estimate: torch.Tensor,
-    sample_rate: int,
+    sample_rate: float,
     window_s: float = 1.0,
     hop_s: float = 1.0,
     zero_mean: bool = False,
@@ -600,7 +632,7 @@ def framewise_si_sdr(
         :class:`FramewiseResult` ``(values, valid)``, each of shape ``(..., frames)``.
     """
     reference, estimate = _check_pair(reference, estimate)
-    check_positive_int(sample_rate, "sample_rate")
+    sample_rate = _check_sample_rate(sample_rate)
     for value, name in ((window_s, "window_s"), (hop_s, "hop_s")):
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
             raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")

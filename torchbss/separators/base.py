@@ -29,6 +29,7 @@ separates into all-zero sources.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,17 +46,20 @@ from torchbss._validation import (
     check_positive_int,
     check_tensor,
 )
-from torchbss.source_models import SOURCE_MODELS
+from torchbss.source_models import SOURCE_MODELS, NMFState
 from torchbss.updates import (
     DEFAULT_LOAD,
     background_update,
     demix,
+    demix_freq_major,
     ip1_update,
     ip2_update,
     iss_update,
     minimum_distortion,
+    outer_products,
     projection_back,
     weighted_covariance,
+    weighted_covariance_from_outer,
 )
 
 __all__ = [
@@ -106,11 +110,15 @@ class SpatialUpdate:
     PCA-reduced) mixture ``(..., mics, freq, frames)``, ``Y`` the current estimates
     ``(..., n_src, freq, frames)``, ``W`` square ``(..., freq, mics, mics)``, ``weights``
     ``(..., n_src, freq or 1, frames)``, ``C`` the mixture covariance (for OverIVA) or ``None``.
-    ``square_only`` tells whether it needs ``n_src == mics``.
+    ``square_only`` tells whether it needs ``n_src == mics``. When ``uses_outer`` is true the
+    separator precomputes ``XX = outer_products(X)`` once and passes it as ``XX=`` so the
+    weighted covariances cost one real matmul per iteration, and the frequency-major copy
+    ``Xf = X.transpose(-3, -2).contiguous()`` as ``Xf=`` for :func:`demix_freq_major`.
     """
 
     name = "custom"
     square_only = True
+    uses_outer = False
 
     def __call__(
         self,
@@ -121,6 +129,8 @@ class SpatialUpdate:
         n_src: int,
         frame_mask: torch.Tensor | None,
         C: torch.Tensor | None,
+        XX: torch.Tensor | None = None,
+        Xf: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
@@ -137,17 +147,21 @@ class IP1(SpatialUpdate):
 
     name = "ip1"
     square_only = False
+    uses_outer = True
 
     def __init__(self, load: float = DEFAULT_LOAD) -> None:
         self.load = load
 
-    def __call__(self, X, Y, W, weights, n_src, frame_mask, C):
-        V = weighted_covariance(X, weights, frame_mask)
+    def __call__(self, X, Y, W, weights, n_src, frame_mask, C, XX=None, Xf=None):
+        if XX is not None:
+            V = weighted_covariance_from_outer(XX, weights, frame_mask)
+        else:
+            V = weighted_covariance(X, weights, frame_mask)
         for k in range(n_src):
             W = ip1_update(W, V[..., k, :, :, :], k, load=self.load)
             if C is not None:
-                W = background_update(W, C, n_src)
-        return W, demix(W, X, n_src)
+                W = background_update(W, C, n_src, load=self.load)
+        return W, (demix(W, X, n_src) if Xf is None else demix_freq_major(W, Xf, n_src))
 
 
 class IP2(SpatialUpdate):
@@ -158,16 +172,20 @@ class IP2(SpatialUpdate):
     """
 
     name = "ip2"
+    uses_outer = True
 
     def __init__(self, load: float = DEFAULT_LOAD) -> None:
         self.load = load
 
-    def __call__(self, X, Y, W, weights, n_src, frame_mask, C):
-        V = weighted_covariance(X, weights, frame_mask)
+    def __call__(self, X, Y, W, weights, n_src, frame_mask, C, XX=None, Xf=None):
+        if XX is not None:
+            V = weighted_covariance_from_outer(XX, weights, frame_mask)
+        else:
+            V = weighted_covariance(X, weights, frame_mask)
         for i in range(math.ceil(n_src / 2)):
             k, l = 2 * i, (2 * i + 1) % n_src
             W = ip2_update(W, V[..., k, :, :, :], V[..., l, :, :, :], k, l, load=self.load)
-        return W, demix(W, X, n_src)
+        return W, (demix(W, X, n_src) if Xf is None else demix_freq_major(W, Xf, n_src))
 
 
 class ISS(SpatialUpdate):
@@ -178,7 +196,7 @@ class ISS(SpatialUpdate):
     def __init__(self, eps: float = 1e-12) -> None:
         self.eps = eps
 
-    def __call__(self, X, Y, W, weights, n_src, frame_mask, C):
+    def __call__(self, X, Y, W, weights, n_src, frame_mask, C, XX=None, Xf=None):
         weights = weights.expand(Y.shape)
         for k in range(n_src):
             Y, W = iss_update(Y, W, weights, k, frame_mask, eps=self.eps)
@@ -365,6 +383,8 @@ class IterativeSeparator(nn.Module):
         floor = torch.finfo(p.dtype).tiny ** 0.5
         scale = torch.where(p > floor, p.clamp_min(floor).rsqrt(), torch.ones_like(p))
         state = self.source_model.rescale(state, scale)
+        if self.normalize == "pyroomacoustics" and isinstance(state, NMFState):
+            state = dataclasses.replace(state, stale_scale=scale)
         Y = Y * scale[..., None, None].to(Y.dtype)
         pad = torch.ones(W.shape[-1] - n_src, dtype=scale.dtype, device=scale.device)
         s = torch.cat([scale, pad.expand(scale.shape[:-1] + pad.shape)], -1).to(W.dtype)
@@ -412,6 +432,9 @@ class IterativeSeparator(nn.Module):
         if n_src < n_rows:
             ones = torch.ones(X.shape[:-3] + (1, 1, n_frames), dtype=X.real.dtype, device=X.device)
             C = weighted_covariance(Xr, ones, frame_mask)[..., 0, :, :, :]
+        fast = getattr(self.update, "uses_outer", False)
+        XX = outer_products(Xr) if fast else None
+        Xf = Xr.transpose(-3, -2).contiguous() if fast else None
         W = self._initial_W(Xr, W0, n_src, C)
         Y = demix(W, Xr, n_src)
         model = self.source_model
@@ -430,7 +453,7 @@ class IterativeSeparator(nn.Module):
             weights, state = model(Y, state, frame_mask)
             if record:
                 c1 = cost_now(W, Y, state)
-            W, Y = self.update(Xr, Y, W, weights, n_src, frame_mask, C)
+            W, Y = self.update(Xr, Y, W, weights, n_src, frame_mask, C, XX=XX, Xf=Xf)
             if record:
                 c2 = cost_now(W, Y, state)
             if self.normalize is not None:
@@ -506,7 +529,7 @@ class IterativeSeparator(nn.Module):
                 )
                 W = torch.cat([W, pad], -2)
         if C is not None:
-            W = background_update(W, C, n_src)
+            W = background_update(W, C, n_src, load=self.load)
         return W
 
     def extra_repr(self) -> str:

@@ -58,7 +58,13 @@ from torchbss._validation import (
     check_range,
     check_tensor,
 )
-from torchbss.updates import background_update, ip1_update, minimum_distortion
+from torchbss.separators._small_linalg import (
+    hermitian_inverse,
+    pack_hermitian,
+    packed_outer,
+    unpack_hermitian,
+)
+from torchbss.updates import background_update
 
 __all__ = [
     "OnlineAuxIVA",
@@ -118,22 +124,25 @@ def _check_forget(forget: float) -> float:
     return check_range(forget, "forget", 0.0, 1.0, low_inclusive=False, high_inclusive=True)
 
 
-def _loaded(V: torch.Tensor, load: torch.Tensor) -> torch.Tensor:
-    """``V + load * (mean diag(V) + tiny) * I`` with a tensor ``load`` (differentiable)."""
-    tiny = torch.finfo(V.real.dtype).tiny ** 0.5
-    scale = V.diagonal(dim1=-2, dim2=-1).real.mean(-1).clamp_min(tiny)
+def _loaded(V: torch.Tensor, load: torch.Tensor, eps: float) -> torch.Tensor:
+    """``V + load * max(mean diag(V), eps) * I`` with a tensor ``load`` (differentiable).
+
+    Public ``(..., freq, M, M)`` layout; used for the OverIVA background covariance.
+    """
+    scale = V.diagonal(dim1=-2, dim2=-1).real.mean(-1).clamp_min(eps)
     eye = torch.eye(V.shape[-1], dtype=V.dtype, device=V.device)
     return V + (load * scale)[..., None, None] * eye
 
 
-def _step_size(forget: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
-    """``beta = max(1 - alpha, 1 / (frame + 1))`` shaped ``(..., 1, freq or 1, 1, 1)``.
+def _mid(b: torch.Tensor, n: int) -> torch.Tensor:
+    """Insert ``n`` singleton dims before the last (frequency) dim of ``b``."""
+    return b.reshape(b.shape[:-1] + (1,) * n + b.shape[-1:])
 
-    Broadcasts against ``(..., sources, freq, mics, mics)`` covariances.
-    """
-    count = (frame + 1).to(forget.dtype).reciprocal()
-    count = count.reshape(count.shape + (1, 1, 1, 1))
-    return torch.maximum(1.0 - _decay(forget, 2), count)
+
+def _step_sizes(forget: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """``beta = max(1 - alpha, 1 / (count + 1))`` shaped ``counts.shape + (freq or 1,)``."""
+    inv = (counts + 1).to(forget.dtype).reciprocal()[..., None]
+    return torch.maximum(1.0 - forget.reshape(-1), inv)
 
 
 def _decay(forget: torch.Tensor, ndim_after_freq: int) -> torch.Tensor:
@@ -148,31 +157,67 @@ def _outer(x: torch.Tensor) -> torch.Tensor:
     return einsum(x, x.conj(), "... m f, ... n f -> ... f m n")
 
 
+def _mixture_covariance(C: torch.Tensor, x: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """``C <- (1 - beta) C + beta x x^H`` in the public ``(..., freq, M, M)`` layout."""
+    b = beta[..., None, None]
+    return (1.0 - b) * C + b * _outer(x)
+
+
 def _demix_frame(W: torch.Tensor, x: torch.Tensor, n_src: int) -> torch.Tensor:
-    """``y = W[:n_src] x`` for one frame: ``(..., M, freq)`` -> ``(..., K, freq)``."""
-    return einsum(W[..., :n_src, :], x, "... f k m, ... m f -> ... k f")
+    """``y = W[:n_src] x`` for one frame, frequency last: ``W`` ``(..., M, M, freq)``,
+    ``x`` ``(..., M, freq)`` -> ``(..., K, freq)``."""
+    return (W[..., :n_src, :, :] * x.unsqueeze(-3)).sum(-2)
 
 
-def _spatial_update(
+def _ip1_sweep(
     W: torch.Tensor,
-    V: torch.Tensor,
-    C: torch.Tensor | None,
+    A: torch.Tensor,
+    Vd: torch.Tensor,
+    Vo: torch.Tensor,
     load: torch.Tensor,
     eps: float,
-) -> torch.Tensor:
-    """IP1 for every source row (sequentially, as the algorithm requires) + OverIVA background."""
-    n_src = V.shape[-4]
-    for k in range(n_src):
-        W = ip1_update(W, _loaded(V[..., k, :, :, :], load), k, load=0.0, eps=eps)
-    if C is not None:
-        W = background_update(W, _loaded(C, load), n_src)
-    return W
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """IP1 on every source row (sequentially) with the inverse ``A = W^{-1}`` kept in sync.
+
+    Frequency-last layout: ``W``, ``A`` ``(..., M, M, freq)``; packed covariances ``Vd``
+    ``(..., K, M, freq)`` (diagonal) and ``Vo`` ``(..., K, M (M - 1) / 2, freq)``.
+
+    IP1 (Ono 2011) sets ``w_k = (W V_k)^{-1} e_k`` and ``w_k /= sqrt(w_k^H V_k w_k)`` with the
+    loaded ``V_k <- V_k + load max(mean diag V_k, eps) I``. Since ``(W V_k)^{-1} e_k =
+    V_k^{-1} a_k`` with ``a_k`` column ``k`` of ``A``, and ``w_k^H V_k w_k = a_k^H V_k^{-1} a_k``
+    for the unnormalised ``w_k``, each row needs one matrix-vector product with ``V_k^{-1}``
+    (all ``K`` inverses come from one elementwise sweep, batched over sources). Replacing row
+    ``k`` of ``W`` by ``w^H`` changes the inverse by the Sherman-Morrison formula
+    ``A <- A - a_k (w^H A - e_k^T) / (w^H a_k)``; after it, row ``k`` of ``W A - I`` is exactly
+    zero whatever the error of the old ``A``, so a full sweep (``K = M``) restores
+    ``A = W^{-1}`` to rounding and no error accumulates over frames.
+    """
+    M = W.shape[-2]
+    scale = Vd.mean(-2).clamp_min(eps)
+    Vinv = hermitian_inverse(Vd + (load * scale).unsqueeze(-2), Vo)  # (..., K, M, M, F)
+    eye = torch.eye(M, dtype=W.dtype, device=W.device)
+    rows = list(W.unbind(-3))
+    for k in range(Vd.shape[-3]):
+        a = A[..., :, k, :]  # (..., M, F)
+        u = (Vinv[..., k, :, :, :] * a.unsqueeze(-3)).sum(-2)  # V_k^{-1} a_k
+        norm = (a.conj() * u).sum(-2).real.clamp_min(eps)  # a^H V_k^{-1} a_k
+        w_h = (u * norm.rsqrt().unsqueeze(-2)).conj()  # new row k of W
+        g = (w_h.unsqueeze(-2) * A).sum(-3)  # w^H A, (..., M, F)
+        coef = (g - eye[k, :, None]) / g[..., k : k + 1, :]
+        A = torch.addcmul(A, a.unsqueeze(-2), coef.unsqueeze(-3), value=-1)
+        rows[k] = w_h
+    return torch.stack(rows, dim=-3), A
 
 
-def _scaled_output(W: torch.Tensor, x: torch.Tensor, n_src: int, ref_mic: int) -> torch.Tensor:
-    """Demix one frame and fix the scale by the minimal distortion principle."""
-    y = _demix_frame(W, x, n_src)
-    return minimum_distortion(y[..., None], W, ref_mic=ref_mic)[..., 0]
+def _background(
+    W: torch.Tensor, C: torch.Tensor, n_src: int, load: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """OverIVA background rows from the mixture covariance ``C`` ``(..., freq, M, M)``.
+
+    Returns ``W`` and its (recomputed) inverse, both frequency-last ``(..., M, M, freq)``.
+    """
+    Wp = background_update(W.movedim(-1, -3), _loaded(C, load, eps), n_src)
+    return Wp.movedim(-3, -1).contiguous(), torch.linalg.inv(Wp).movedim(-3, -1).contiguous()
 
 
 def _nmf_activation_step(
@@ -193,11 +238,15 @@ def _nmf_activation_step(
     Returns:
         ``(..., bases)`` new activations.
     """
-    r = einsum(T, h, "... f b, ... b -> ... f").clamp_min(eps)
-    inv_r = r.reciprocal()
-    num = einsum(T, p * inv_r * inv_r, "... f b, ... f -> ... b")
-    den = einsum(T, inv_r, "... f b, ... f -> ... b").clamp_min(eps)
-    return (h * (num / den).clamp_min(0.0).pow(exponent)).clamp_min(eps)
+    inv_r = _nmf_model(T, h, eps).reciprocal()
+    both = torch.stack([p * inv_r * inv_r, inv_r], dim=-1)  # (..., freq, 2)
+    num, den = (T.transpose(-1, -2) @ both).unbind(-1)
+    return (h * (num / den.clamp_min(eps)).clamp_min(eps * eps).pow(exponent)).clamp_min(eps)
+
+
+def _nmf_model(T: torch.Tensor, h: torch.Tensor, eps: float) -> torch.Tensor:
+    """``r = T h`` floored at ``eps``: ``(..., freq, bases), (..., bases) -> (..., freq)``."""
+    return (T @ h.unsqueeze(-1)).squeeze(-1).clamp_min(eps)
 
 
 def _nmf_statistics(
@@ -208,6 +257,7 @@ def _nmf_statistics(
     den: torch.Tensor,
     forget: torch.Tensor,
     eps: float,
+    r: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Decayed sufficient statistics of the online IS-NMF basis update (Lefevre et al. 2011).
 
@@ -222,23 +272,34 @@ def _nmf_statistics(
         num, den: ``(..., freq, bases)`` statistics ``A``, ``B`` so far.
         forget: scalar or ``(freq,)`` forgetting factor.
         eps: floor of ``r``.
+        r: ``T h`` floored at ``eps`` if already computed.
 
     Returns:
         ``(A, B, r)`` with ``A, B`` of shape ``(..., freq, bases)`` and ``r`` ``(..., freq)``.
     """
-    r = einsum(T, h, "... f b, ... b -> ... f").clamp_min(eps)
+    if r is None:
+        r = _nmf_model(T, h, eps)
     inv_r = r.reciprocal()
     a = _decay(forget, 1)
-    num = a * num + (p * inv_r * inv_r)[..., None] * h[..., None, :] * (T * T)
-    den = a * den + inv_r[..., None] * h[..., None, :]
+    hT = h.unsqueeze(-2)
+    num = a * num + (p * inv_r * inv_r).unsqueeze(-1) * hT * (T * T)
+    den = a * den + inv_r.unsqueeze(-1) * hT
     return num, den, r
 
 
 def _nmf_basis_update(
-    T: torch.Tensor, num: torch.Tensor, den: torch.Tensor, do_update: torch.Tensor, eps: float
+    T: torch.Tensor,
+    num: torch.Tensor,
+    den: torch.Tensor,
+    do_update: torch.Tensor | bool,
+    eps: float,
 ) -> torch.Tensor:
     """``T <- sqrt(A / B)`` (floored at ``eps``) where ``do_update`` (per stream), else ``T``."""
+    if do_update is False:
+        return T
     new = (num / den.clamp_min(eps)).clamp_min(eps * eps).sqrt()
+    if do_update is True:
+        return new
     mask = do_update.reshape(do_update.shape + (1,) * (T.ndim - do_update.ndim))
     return torch.where(mask, new, T)
 
@@ -345,14 +406,29 @@ class _OnlineBase(nn.Module):
         if ref.dtype != expected_dtype:
             raise TypeError(
                 f"state has dtype {ref.dtype} (for complex blocks of dtype "
-                f"{ref.dtype if ref.is_complex() else ref.dtype.to_complex()}) but the X block has dtype {X.dtype}; convert the "
-                "state with state_to(state, dtype=X.dtype) or the block with X.to(...)"
+                f"{ref.dtype if ref.is_complex() else ref.dtype.to_complex()}) but the X block has "
+                f"dtype {X.dtype}; convert the state with state_to(state, dtype=X.dtype) or the "
+                "block with X.to(...)"
             )
 
     # ----- frame loop -------------------------------------------------------------------------
     def _frame(
-        self, x: torch.Tensor, state: State, params: dict[str, torch.Tensor]
+        self,
+        x: torch.Tensor,
+        state: State,
+        params: dict[str, torch.Tensor],
+        beta: torch.Tensor,
+        count: int | None,
     ) -> tuple[torch.Tensor, State]:
+        """One frame on the internal state.
+
+        Args:
+            x: ``(..., [mics,] freq)`` one frame.
+            state: internal state (see ``_to_internal``).
+            params: ``_parameters_for`` output.
+            beta: step size ``(..., freq or 1)`` (or ``(freq or 1,)``, shared by all streams).
+            count: frames seen so far when every stream has the same counter, else ``None``.
+        """
         raise NotImplementedError
 
     def _safe_frame(
@@ -363,7 +439,8 @@ class _OnlineBase(nn.Module):
         valid = torch.isfinite(x).flatten(batch_ndim).all(-1)
         valid_x = valid.reshape(valid.shape + (1,) * (x.ndim - batch_ndim))
         x = torch.where(valid_x, x, torch.zeros((), dtype=x.dtype, device=x.device))
-        y, new = self._frame(x, state, params)
+        beta = _step_sizes(params["forget"], state["frame"])
+        y, new = self._frame(x, state, params, beta, None)
         new["frame"] = state["frame"] + 1
         valid_y = valid.reshape(valid.shape + (1,) * (y.ndim - batch_ndim))
         y = torch.where(valid_y, y, torch.zeros((), dtype=y.dtype, device=y.device))
@@ -372,11 +449,37 @@ class _OnlineBase(nn.Module):
     def _frames(
         self, X: torch.Tensor, state: State, params: dict[str, torch.Tensor], start: int
     ) -> tuple[torch.Tensor, State]:
+        """Frame loop over a block ``X`` ``(..., frames)`` on the internal state.
+
+        Non-finite input is checked once per block: without it (the usual case) the frames run
+        without the per-frame masks and, when all streams share the frame counter (one host
+        read per block), with step sizes and basis-update decisions computed once per block.
+        """
+        n_frames = X.shape[-1]
+        frames = X.movedim(-1, 0).contiguous()  # contiguous frames (..., [mics,] freq)
+        fast = bool(torch.isfinite(X).all())
+        count = None
+        if fast:
+            counter = state["frame"].reshape(-1)
+            if counter.numel() > 0 and bool((counter == counter[0]).all()):
+                count = int(counter[0])
+        if count is not None:
+            counts = torch.arange(n_frames, device=X.device) + count
+            betas = _step_sizes(params["forget"], counts)  # (frames, freq or 1)
         outs = []
-        for t in range(X.shape[-1]):
+        for t in range(n_frames):
             if self.tbptt is not None and (start + t) > 0 and (start + t) % self.tbptt == 0:
                 state = {k: v.detach() for k, v in state.items()}
-            y, state = self._safe_frame(X[..., t], state, params)
+            if not fast:
+                y, state = self._safe_frame(frames[t], state, params)
+            else:
+                if count is not None:
+                    y, new = self._frame(frames[t], state, params, betas[t], count + t)
+                else:
+                    beta = _step_sizes(params["forget"], state["frame"])
+                    y, new = self._frame(frames[t], state, params, beta, None)
+                new["frame"] = state["frame"] + 1
+                state = new
             outs.append(y)
         return torch.stack(outs, dim=-1), state
 
@@ -394,6 +497,7 @@ class _OnlineBase(nn.Module):
         X = self._prepare(X)
         self._check_against_state(X, state)
         params = self._parameters_for(X.real.dtype)
+        state = self._to_internal(state)
         n_frames = X.shape[-1]
         use_ckpt = self.checkpoint and torch.is_grad_enabled()
         block = self.checkpoint_block if use_ckpt else n_frames
@@ -413,7 +517,7 @@ class _OnlineBase(nn.Module):
                 Yb, state = self._frames(Xb, state, params, s)
             outs.append(Yb)
         Y = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
-        return self._finish(Y), state
+        return self._finish(Y), self._to_public(state)
 
     def forward(
         self, X: torch.Tensor, state: State | None = None, return_state: bool = False
@@ -446,18 +550,72 @@ class _OnlineBase(nn.Module):
         W = state["W"]
         return tuple(W.shape[:-3]), (W.shape[-1],), W.shape[-3]
 
+    def _to_internal(self, state: State) -> State:
+        """Public state -> the frame loop's layout (default: the same)."""
+        return dict(state)
+
+    def _to_public(self, state: State) -> State:
+        """Inverse of ``_to_internal``."""
+        return state
+
     def _spatial_state(self, X: torch.Tensor, n_src: int) -> State:
         batch, M, F = X.shape[:-3], X.shape[-3], X.shape[-2]
         opts = {"dtype": X.dtype, "device": X.device}
         eye = torch.eye(M, **opts)
         state = {
             "W": eye.expand(batch + (F, M, M)).clone(),
+            "A": eye.expand(batch + (F, M, M)).clone(),
             "V": torch.zeros(batch + (n_src, F, M, M), **opts),
             "frame": torch.zeros(batch, dtype=torch.int64, device=X.device),
         }
         if n_src < M:
             state["C"] = torch.zeros(batch + (F, M, M), **opts)
         return state
+
+
+class _SpatialBase(_OnlineBase):
+    """State layout conversion shared by online AuxIVA and ILRMA.
+
+    Public state (``init_state`` / ``step``): ``W``, ``A = W^{-1}`` ``(..., freq, M, M)``,
+    ``V`` ``(..., K, freq, M, M)``. Frame loop: ``W``, ``A`` frequency-last
+    ``(..., M, M, freq)`` and ``V`` packed (``Vd`` real diagonal ``(..., K, M, freq)``, ``Vo``
+    strict upper triangle ``(..., K, M (M - 1) / 2, freq)``), so that the per-bin ``M x M``
+    algebra runs as elementwise ops over contiguous frequency vectors. The conversion is exact.
+    """
+
+    def _to_internal(self, state: State) -> State:
+        out = dict(state)
+        W = state["W"]
+        A = state["A"] if "A" in state else torch.linalg.inv(W)
+        out["W"] = W.movedim(-3, -1).contiguous()
+        out["A"] = A.movedim(-3, -1).contiguous()
+        out["Vd"], out["Vo"] = pack_hermitian(out.pop("V"))
+        return out
+
+    def _to_public(self, state: State) -> State:
+        out = dict(state)
+        out["W"] = state["W"].movedim(-1, -3).contiguous()
+        out["A"] = state["A"].movedim(-1, -3).contiguous()
+        out["V"] = unpack_hermitian(out.pop("Vd"), out.pop("Vo")).contiguous()
+        return out
+
+    def _spatial_step(
+        self,
+        W: torch.Tensor,
+        A: torch.Tensor,
+        Vd: torch.Tensor,
+        Vo: torch.Tensor,
+        C: torch.Tensor | None,
+        load: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        W, A = _ip1_sweep(W, A, Vd, Vo, load, self.eps)
+        if C is not None:
+            W, A = _background(W, C, Vd.shape[-3], load, self.eps)
+        return W, A
+
+    def _output(self, W: torch.Tensor, A: torch.Tensor, x: torch.Tensor, K: int) -> torch.Tensor:
+        """``y = W_t x_t`` scaled by the minimal distortion principle: ``y_k (W^{-1})[ref, k]``."""
+        return _demix_frame(W, x, K) * A[..., self.ref_mic, :K, :]
 
 
 def _resolve_n_src(n_src: int | None, n_mics: int) -> int:
@@ -476,12 +634,13 @@ def _resolve_n_src(n_src: int | None, n_mics: int) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-class OnlineAuxIVA(_OnlineBase):
+class OnlineAuxIVA(_SpatialBase):
     """Online auxiliary-function IVA (Taniguchi et al. 2014), batched and streaming.
 
     Per frame ``x_t``: ``y = W_{t-1} x_t``; ``r_k = ||y_k||`` over frequency;
     ``V_k(t) = (1 - beta_t) V_k(t-1) + beta_t phi(r_k) x_t x_t^H`` (``beta_t = 1 - alpha`` after
-    the first ``1 / (1 - alpha)`` frames, see the module notes); one IP1 update of every row of ``W``;
+    the first ``1 / (1 - alpha)`` frames, see the module notes); one IP1 update of every row of
+    ``W``;
     output ``y_t = W_t x_t`` scaled by the minimal distortion principle at ``ref_mic``.
     With ``n_src < mics`` the background rows follow the OverIVA rule from the recursive mixture
     covariance.
@@ -509,7 +668,7 @@ class OnlineAuxIVA(_OnlineBase):
     def __init__(
         self,
         n_src: int | None = None,
-        forget: float = 0.97,
+        forget: float = 0.99,
         source_model: str = "laplace",
         ref_mic: int = 0,
         load: float = 1e-3,
@@ -537,7 +696,8 @@ class OnlineAuxIVA(_OnlineBase):
             X: ``(..., mics, freq, frames)`` complex (e.g. the first block).
 
         Returns:
-            dict with ``W`` ``(..., freq, mics, mics)`` (identity), ``V``
+            dict with ``W`` ``(..., freq, mics, mics)`` (identity), its inverse ``A`` (kept in
+            sync by Sherman-Morrison updates, used for IP1 and the output scale), ``V``
             ``(..., n_src, freq, mics, mics)`` (zeros), ``frame`` ``(...,)`` int64, and ``C``
             ``(..., freq, mics, mics)`` when ``n_src < mics``.
         """
@@ -547,26 +707,27 @@ class OnlineAuxIVA(_OnlineBase):
             raise ValueError(f"ref_mic={self.ref_mic} but X has only {X.shape[-3]} mics")
         return self._spatial_state(X, n_src)
 
-    def _frame(self, x, state, params):
-        W, V = state["W"], state["V"]
-        n_src = V.shape[-4]
-        beta = _step_size(params["forget"], state["frame"])
-        xxH = _outer(x)
+    def _frame(self, x, state, params, beta, count):
+        W, A = state["W"], state["A"]
+        n_src = state["Vd"].shape[-3]
+        keep = 1.0 - beta
         y = _demix_frame(W, x, n_src)
-        power = (y.real**2 + y.imag**2).sum(-1).clamp_min(self.eps)  # (..., K)
+        power = (y.real.square() + y.imag.square()).sum(-1).clamp_min(self.eps)  # (..., K)
         if self.source_model == "laplace":
             phi = power.rsqrt()
         else:
             phi = x.shape[-1] / power
-        V = (1.0 - beta) * V + beta * phi[..., None, None, None] * xxH.unsqueeze(-4)
-        new = {"V": V}
+        c = beta.unsqueeze(-2) * phi.unsqueeze(-1)  # (..., K, freq or 1)
+        xd, xo = packed_outer(x)
+        Vd = _mid(keep, 2) * state["Vd"] + c.unsqueeze(-2) * xd.unsqueeze(-3)
+        Vo = _mid(keep, 2) * state["Vo"] + c.unsqueeze(-2) * xo.unsqueeze(-3)
+        new = {"Vd": Vd, "Vo": Vo}
         C = None
         if "C" in state:
-            C = (1.0 - beta[..., 0, :, :, :]) * state["C"] + beta[..., 0, :, :, :] * xxH
-            new["C"] = C
-        W = _spatial_update(W, V, C, params["load"], self.eps)
-        new["W"] = W
-        return _scaled_output(W, x, n_src, self.ref_mic), new
+            C = new["C"] = _mixture_covariance(state["C"], x, beta)
+        W, A = self._spatial_step(W, A, Vd, Vo, C, params["load"])
+        new["W"], new["A"] = W, A
+        return self._output(W, A, x, n_src), new
 
 
 # --------------------------------------------------------------------------------------------
@@ -574,15 +735,16 @@ class OnlineAuxIVA(_OnlineBase):
 # --------------------------------------------------------------------------------------------
 
 
-class OnlineILRMA(_OnlineBase):
+class OnlineILRMA(_SpatialBase):
     """Online ILRMA (Nakashima & Ono 2026): online IS-NMF source model + online IP1.
 
     Per frame ``x_t`` and inner iteration ``i``: ``y = W x_t``, ``p = |y|^2``; the activations
     ``h_k`` of this frame get one IS-NMF multiplicative update with the bases ``T_k`` fixed (the
     previous frame's activations are the starting point); ``r_k = T_k h_k``;
-    ``V_k(t) = (1 - beta_t) V_k(t-1) + beta_t x_t x_t^H / r_k``; IP1 on every row. After the inner iterations
-    the decayed IS-NMF statistics ``A_k, B_k`` (Lefevre et al. 2011) are accumulated and, every
-    ``minibatch`` frames (a per-stream counter in the state, so any block boundary works),
+    ``V_k(t) = (1 - beta_t) V_k(t-1) + beta_t x_t x_t^H / r_k``; IP1 on every row. After the inner
+    iterations the decayed IS-NMF statistics ``A_k, B_k`` (Lefevre et al. 2011) are accumulated
+    and, every ``minibatch`` frames (a per-stream counter in the state, so any block boundary
+    works),
     ``T_k <- sqrt(A_k / B_k)``. The output ``W_t x_t`` is scaled by minimal distortion.
 
     Trainable (unrolled) parameters, all with safe parameterisations and defaults reproducing
@@ -599,7 +761,11 @@ class OnlineILRMA(_OnlineBase):
         minibatch: update the bases every ``minibatch`` frames.
         inner_iter: (activation update + IP1) iterations per frame.
         ref_mic: reference microphone of the output scale.
-        load: relative diagonal loading of the covariances (> 0).
+        activation_iter: multiplicative updates of the frame's activations per inner iteration.
+        load: relative diagonal loading of the covariances (> 0). The default ``0.03`` is larger
+            than for AuxIVA: with per-bin NMF variances of the current frame the weights
+            ``1 / r`` can be very large in bins that ``W`` already nulls, and the loading keeps
+            that self-reinforcement from locking onto a bad solution at start-up.
         eps: floor of variances, activations and bases.
         seed: seed of the uniform ``[0.1, 1]`` initial bases.
         trainable, forget_per_freq, tbptt, checkpoint, checkpoint_block: see ``OnlineAuxIVA``.
@@ -618,7 +784,7 @@ class OnlineILRMA(_OnlineBase):
         inner_iter: int = 1,
         activation_iter: int = 1,
         ref_mic: int = 0,
-        load: float = 1e-3,
+        load: float = 3e-2,
         eps: float = 1e-10,
         seed: int = 0,
         trainable: bool = False,
@@ -682,32 +848,36 @@ class OnlineILRMA(_OnlineBase):
         state["stat_den"] = torch.zeros(stats_shape, dtype=rdtype, device=X.device)
         return state
 
-    def _frame(self, x, state, params):
-        W, V0, T, h = state["W"], state["V"], state["basis"], state["activation"]
+    def _frame(self, x, state, params, beta, count):
+        W, A, T, h = state["W"], state["A"], state["basis"], state["activation"]
         n_src = self.n_src
-        beta = _step_size(params["forget"], state["frame"])
-        xxH = _outer(x).unsqueeze(-4)
-        C = None
-        if "C" in state:
-            b0 = beta[..., 0, :, :, :]
-            C = (1.0 - b0) * state["C"] + b0 * xxH[..., 0, :, :, :]
+        keep = _mid(1.0 - beta, 2)
+        xd, xo = packed_outer(x)
+        xd, xo = xd.unsqueeze(-3), xo.unsqueeze(-3)
+        C = _mixture_covariance(state["C"], x, beta) if "C" in state else None
         for i in range(self.inner_iter):
             y = _demix_frame(W, x, n_src)
-            p = y.real**2 + y.imag**2
+            p = y.real.square() + y.imag.square()
             for _ in range(self.activation_iter):
                 h = _nmf_activation_step(T, h, p, params["exponents"][i], self.eps)
-            r = einsum(T, h, "... f b, ... b -> ... f").clamp_min(self.eps)
-            V = (1.0 - beta) * V0 + beta * r.reciprocal()[..., None, None] * xxH
-            W = _spatial_update(W, V, C, params["load"], self.eps)
+            r = _nmf_model(T, h, self.eps)
+            c = (beta.unsqueeze(-2) * r.reciprocal()).unsqueeze(-2)  # (..., K, 1, freq)
+            Vd = keep * state["Vd"] + c * xd
+            Vo = keep * state["Vo"] + c * xo
+            W, A = self._spatial_step(W, A, Vd, Vo, C, params["load"])
         num, den, _ = _nmf_statistics(
-            T, h, p, state["stat_num"], state["stat_den"], params["forget"], self.eps
+            T, h, p, state["stat_num"], state["stat_den"], params["forget"], self.eps, r
         )
-        do_update = (state["frame"] + 1) % self.minibatch == 0
+        if count is None:
+            do_update = (state["frame"] + 1) % self.minibatch == 0
+        else:
+            do_update = (count + 1) % self.minibatch == 0
         T = _nmf_basis_update(T, num, den, do_update, self.eps)
-        new = {"W": W, "V": V, "basis": T, "activation": h, "stat_num": num, "stat_den": den}
+        new = {"W": W, "A": A, "Vd": Vd, "Vo": Vo, "basis": T, "activation": h}
+        new["stat_num"], new["stat_den"] = num, den
         if C is not None:
             new["C"] = C
-        return _scaled_output(W, x, n_src, self.ref_mic), new
+        return self._output(W, A, x, n_src), new
 
 
 # --------------------------------------------------------------------------------------------
@@ -854,7 +1024,7 @@ class OnlineISNMF(_OnlineBase):
             "frame": torch.zeros(batch, dtype=torch.int64, device=dev),
         }
 
-    def _frame(self, x, state, params):
+    def _frame(self, x, state, params, beta, count):
         T, h = state["basis"], state["activation"]
         p = x.real**2 + x.imag**2
         exponent = torch.tensor(self.exponent, dtype=p.dtype, device=p.device)
@@ -866,7 +1036,10 @@ class OnlineISNMF(_OnlineBase):
         components = T * h[..., None, :]  # (..., freq, n_basis)
         source_power = einsum(params["assignment"], components, "s b, ... f b -> ... s f")
         masks = source_power / r.unsqueeze(-2)
-        do_update = (state["frame"] + 1) % self.minibatch == 0
+        if count is None:
+            do_update = (state["frame"] + 1) % self.minibatch == 0
+        else:
+            do_update = (count + 1) % self.minibatch == 0
         T = _nmf_basis_update(T, num, den, do_update, self.eps)
         out = torch.stack([masks * x.unsqueeze(-2), masks.to(x.dtype)], dim=-3)  # (..., 2, S, F)
         new = {"basis": T, "activation": h, "stat_num": num, "stat_den": den}

@@ -216,13 +216,15 @@ def _iter_batches(
         flat = range(first, min(first + batch_size, total))
         items = tuple(g // info.num_chunks for g in flat)
         indices = tuple(g % info.num_chunks for g in flat)
-        chunks = torch.stack(
-            [
-                _gather_chunk(audio, i, k * info.hop - info.pad_left, info.chunk_size, padding_mode)
-                for i, k in zip(items, indices)
-            ]
-        )
+        starts = [k * info.hop - info.pad_left for k in indices]
+        pieces = [
+            _gather_chunk(audio, i, start, info.chunk_size, padding_mode)
+            for i, start in zip(items, starts)
+        ]
+        chunks = torch.stack(pieces)
+        del pieces
         yield ChunkBatch(chunks, items, indices)
+        del chunks  # the caller may free the batch before asking for the next one
 
 
 def iter_chunk_batches(
@@ -501,6 +503,16 @@ def apply_chunked(
         ``(sources, channels, samples)`` for a ``(channels, samples)`` track, or
         ``(batch, sources, channels, samples)``; without the sources dim when the model returns
         ``(b, channels, chunk_size)``. Dtype: the model's output dtype.
+
+    Example:
+        >>> def model(x):  # (b, channels, chunk) -> (b, 2 sources, channels, chunk)
+        ...     return torch.stack([0.3 * x, 0.7 * x], dim=1)
+        >>> track = torch.randn(2, 44100)
+        >>> stems = apply_chunked(model, track, chunk_size=8192, overlap=0.25, progress=False)
+        >>> stems.shape
+        torch.Size([2, 2, 44100])
+        >>> torch.allclose(stems[1], 0.7 * track, atol=1e-6)
+        True
     """
     if not callable(model):
         raise TypeError(f"model must be callable, got {type(model).__name__}")
@@ -545,6 +557,7 @@ def apply_chunked(
             lo, hi = max(start, 0), min(start + chunk_size, num_samples)
             valid = slice(lo - start, hi - start)
             out[item, :, :, lo:hi].addcmul_(estimates[j, :, :, valid], gain[valid])
+        del batch, inputs, estimates  # free this batch before the next one is built
         advance(1)
     assert out is not None  # at least one chunk always exists
     if out_ndim == 3:

@@ -33,10 +33,14 @@ class NMFState:
     Attributes:
         basis: ``(..., sources, freq, n_basis)`` non-negative spectral bases ``T``.
         activations: ``(..., sources, n_basis, frames)`` non-negative activations ``V``.
+        stale_scale: ``(..., sources)`` or ``None``; only set by ILRMA's
+            ``normalize="pyroomacoustics"``: pyroomacoustics 0.10.1 rescales the variance but
+            not its cached inverse, so its next basis update uses ``stale_scale**2 / (T V)``.
     """
 
     basis: torch.Tensor
     activations: torch.Tensor
+    stale_scale: torch.Tensor | None = None
 
     def variance(self, eps: float = 0.0) -> torch.Tensor:
         """Model variance ``lambda = T V`` ``(..., sources, freq, frames)``, floored at ``eps``."""
@@ -112,6 +116,8 @@ def nmf_update(
     else:
         m = None
     iR = 1.0 / (T @ V).clamp_min(eps)
+    if state.stale_scale is not None:
+        iR = iR * (state.stale_scale**2)[..., None, None]
     a = P * iR * iR
     b = iR
     if m is not None:

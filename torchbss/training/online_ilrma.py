@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from torchbss.data.room import random_room_mixture
-from torchbss.losses import negative_si_sdr, pit
+from torchbss.losses import apply_permutation, pit
 from torchbss.metrics import si_sdr
 from torchbss.separators.online import OnlineILRMA
 from torchbss.signal import STFT
@@ -92,8 +92,8 @@ def evaluate(
     """Mean SI-SDR improvement (dB, best permutation) of ``sep`` on a set of mixtures."""
     X = stft(mixtures)
     est = stft.inverse(sep(X), length=mixtures.shape[-1])
-    _, perm = pit(negative_si_sdr, est, images, reduction="none")
-    est = torch.gather(est, 1, perm[..., None].expand_as(est))
+    _, perm = pit(None, est, images, reduction="none")
+    est = apply_permutation(est, perm)
     base = si_sdr(images, mixtures[:, ref_mic : ref_mic + 1].expand_as(images))
     return float((si_sdr(images, est) - base).mean())
 
@@ -169,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     common = dict(n_src=args.n_src, n_mics=args.n_mics, seconds=args.seconds, sample_rate=fs)
     train_mix, train_img = make_mixtures(train_pool, args.n_train, seed=args.seed, **common)
     held_mix, held_img = make_mixtures(held_pool, args.n_heldout, seed=10_000 + args.seed, **common)
-    print(f"simulated {args.n_train} + {args.n_heldout} mixtures in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"simulated {args.n_train} + {args.n_heldout} mixtures in {time.perf_counter() - t0:.1f} s"
+    )
 
     stft = STFT(n_fft=args.n_fft, hop_length=args.hop).double()
     n_freq = args.n_fft // 2 + 1
@@ -193,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         idx = torch.randperm(args.n_train, generator=g)[: args.batch]
         mix, img = train_mix[idx], train_img[idx]
         est = stft.inverse(sep(stft(mix)), length=mix.shape[-1])
-        loss, _ = pit(negative_si_sdr, est, img)
+        loss, _ = pit(None, est, img)  # PIT negative SI-SDR
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(sep.parameters(), 10.0)

@@ -1,0 +1,162 @@
+"""Online separation benchmark: per-frame latency, real-time factor, throughput, SI-SDR.
+
+Run ``python -m bench.bench_online`` (``--quick`` for a smoke run). STFT 2048/512 at 16 kHz
+(1025 bins, one frame every 32 ms); latency is measured with ``torch.set_num_threads(1)``;
+RTF = compute time per frame / 32 ms (goal: <= 0.1 for online ILRMA 4x4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+from pathlib import Path
+
+import torch
+
+from bench._common import print_table, write_json
+from torchbss.separators.online import OnlineAuxIVA, OnlineILRMA
+
+FS, N_FFT, HOP = 16000, 2048, 512
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _make(name: str, n_src: int):
+    if name == "online_auxiva":
+        return OnlineAuxIVA(n_src=n_src)
+    return OnlineILRMA(n_src=n_src, n_freq=N_FFT // 2 + 1)
+
+
+def _per_frame_seconds(sep, X: torch.Tensor, warmup: int) -> float:
+    state = sep.init_state(X)
+    with torch.no_grad():
+        _, state = sep.step(X[..., :warmup], state)
+        start = time.perf_counter()
+        sep.step(X[..., warmup:], state)
+        elapsed = time.perf_counter() - start
+    return elapsed / (X.shape[-1] - warmup)
+
+
+def latency_rows(quick: bool) -> list[dict]:
+    rows = []
+    n_frames = 24 if quick else 96
+    hop_s = HOP / FS
+    for mics, batch in itertools.product((2, 4), (1, 8 if quick else 64)):
+        g = torch.Generator().manual_seed(0)
+        shape = (batch, mics, N_FFT // 2 + 1, n_frames)
+        X = torch.randn(shape, dtype=torch.complex64, generator=g)
+        for name in ("online_auxiva", "online_ilrma"):
+            per_frame = _per_frame_seconds(_make(name, mics), X, warmup=4)
+            rows.append(
+                {
+                    "method": name,
+                    "setup": f"{mics}x{mics}",
+                    "streams": batch,
+                    "ms_per_frame": 1e3 * per_frame,
+                    "rtf_per_stream": per_frame / hop_s / batch,
+                    "rtf_batch": per_frame / hop_s,
+                    "stream_seconds_per_second": batch * hop_s / per_frame,
+                }
+            )
+    return rows
+
+
+def train_step_rows() -> list[dict]:
+    """Forward + backward of one training-like step of online ILRMA 2x2.
+
+    Batch 4, 125 frames (4 s), 1025 bins, trainable with per-frequency forgetting factors, as in
+    ``torchbss.training.online_ilrma``; float64 (what the training script uses) and float32.
+    """
+    rows = []
+    g = torch.Generator().manual_seed(0)
+    for dtype in (torch.complex128, torch.complex64):
+        X = torch.randn(4, 2, N_FFT // 2 + 1, 125, dtype=dtype, generator=g)
+        sep = OnlineILRMA(n_src=2, n_freq=N_FFT // 2 + 1, trainable=True, forget_per_freq=True)
+        start = time.perf_counter()
+        Y = sep(X)
+        forward = time.perf_counter() - start
+        (Y.abs() ** 2).mean().log1p().backward()
+        total = time.perf_counter() - start
+        rows.append(
+            {
+                "dtype": str(dtype).replace("torch.", ""),
+                "forward_s": forward,
+                "forward_backward_s": total,
+            }
+        )
+    return rows
+
+
+def _si_sdr(ref: torch.Tensor, est: torch.Tensor) -> torch.Tensor:
+    ref = ref - ref.mean(-1, keepdim=True)
+    est = est - est.mean(-1, keepdim=True)
+    target = (est * ref).sum(-1, keepdim=True) / (ref * ref).sum(-1, keepdim=True) * ref
+    return 10 * torch.log10((target**2).sum(-1) / ((est - target) ** 2).sum(-1))
+
+
+def _load(folder: str, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    import soundfile as sf
+
+    mix, _ = sf.read(DATA / folder / f"{name}_mix.flac", dtype="float32", always_2d=True)
+    ref, _ = sf.read(DATA / folder / f"{name}_ref.flac", dtype="float32", always_2d=True)
+    return torch.from_numpy(mix.T.copy()), torch.from_numpy(ref.T.copy())
+
+
+def quality_rows(quick: bool) -> list[dict]:
+    items = [("mixtures", "2x2_00")] if quick else []
+    if not quick:
+        for folder in ("mixtures", "music_multichannel"):
+            names = sorted(p.name[: -len("_mix.flac")] for p in (DATA / folder).glob("*_mix.flac"))
+            items += [(folder, n) for n in names]
+    window = torch.hann_window(N_FFT, periodic=True)
+    rows = []
+    for folder, name in items:
+        mix, ref = _load(folder, name)
+        if quick:
+            mix, ref = mix[:, : 4 * FS], ref[:, : 4 * FS]
+        n, n_src = mix.shape[-1], ref.shape[0]
+        X = torch.stft(mix, N_FFT, HOP, window=window, return_complex=True)
+        half = n // 2
+        base = _si_sdr(ref[:, half:], mix[:1, half:].expand_as(ref[:, half:])).mean()
+        row = {"set": folder, "mixture": name, "sources x mics": f"{n_src}x{mix.shape[0]}"}
+        for method in ("online_auxiva", "online_ilrma"):
+            with torch.no_grad():
+                y = torch.istft(_make(method, n_src)(X), N_FFT, HOP, window=window, length=n)
+            best = max(
+                _si_sdr(ref[:, half:], y[list(p), half:]).mean()
+                for p in itertools.permutations(range(n_src))
+            )
+            row[f"{method} SI-SDRi 2nd half (dB)"] = float(best - base)
+        rows.append(row)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="short smoke run")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print("## Online separation: per-frame latency (1 thread, 1025 bins, hop 32 ms)\n")
+    latency = latency_rows(args.quick)
+    print_table(latency)
+    print("\n## One training-like step (online ILRMA 2x2, batch 4, 125 frames, 1 thread)\n")
+    train = train_step_rows()
+    print_table(train)
+    print("\n## SI-SDR improvement on the second half of each signal (dB)\n")
+    quality = quality_rows(args.quick)
+    print_table(quality)
+    path = write_json(
+        "bench_online",
+        {
+            "quick": args.quick,
+            "stft": {"n_fft": N_FFT, "hop": HOP, "fs": FS},
+            "latency": latency,
+            "train_step": train,
+            "quality": quality,
+        },
+    )
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
