@@ -73,14 +73,14 @@ def separate_waveform(
     ref_mic: int = 0,
     params: str | None = None,
 ) -> torch.Tensor:
-    """Separate a ``(mics, samples)`` waveform; returns ``(sources, samples)``."""
+    """Separate a ``(..., mics, samples)`` waveform; returns ``(..., sources, samples)``."""
     from torchbss.signal import STFT
 
     stft = STFT(n_fft=n_fft, hop_length=hop_length).to(mixture.device)
     X = stft(mixture)
     sep = make_separator(
         method,
-        n_src=n_src or mixture.shape[0],
+        n_src=n_src or mixture.shape[-2],
         n_freq=X.shape[-2],
         n_iter=n_iter,
         ref_mic=ref_mic,
@@ -191,7 +191,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     ref, fs = io.load(args.reference, dtype=torch.float64)
     ests = [io.load(p, dtype=torch.float64) for p in args.estimates]
-    for path, (e, fs_e) in zip(args.estimates, ests):
+    for path, (_, fs_e) in zip(args.estimates, ests):
         if fs_e != fs:
             raise SystemExit(f"error: {path} is at {fs_e} Hz, the reference at {fs} Hz")
     est = torch.cat([e for e, _ in ests], dim=0)
@@ -230,11 +230,10 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     for n_mics in args.mics:
         x = torch.randn(args.batch, n_mics, int(args.seconds * fs))
         for method in args.methods:
-            sep_fn = lambda: separate_waveform(x[0], method)  # noqa: E731
-            sep_fn()
+            separate_waveform(x, method)  # warm-up
             t0 = time.perf_counter()
             for _ in range(args.repeat):
-                sep_fn()
+                separate_waveform(x, method)
             dt = (time.perf_counter() - t0) / args.repeat
             rows.append(
                 {

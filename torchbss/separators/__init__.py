@@ -1,4 +1,4 @@
-"""Batch (offline) blind source separators: AuxIVA and ILRMA."""
+"""Blind source separators: batch AuxIVA and ILRMA, online AuxIVA, ILRMA and IS-NMF."""
 
 from torchbss.separators.auxiva import AuxIVA
 from torchbss.separators.base import (
@@ -10,10 +10,15 @@ from torchbss.separators.base import (
     SpatialUpdate,
 )
 from torchbss.separators.ilrma import ILRMA
+from torchbss.separators.online import OnlineAuxIVA, OnlineILRMA, OnlineISNMF, state_to
 
 __all__ = [
     "AuxIVA",
     "ILRMA",
+    "OnlineAuxIVA",
+    "OnlineILRMA",
+    "OnlineISNMF",
+    "state_to",
     "IterativeSeparator",
     "SeparationResult",
     "SpatialUpdate",
