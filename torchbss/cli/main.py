@@ -155,7 +155,7 @@ def cmd_separate(args: argparse.Namespace) -> int:
     """Separate an audio file into ``n_src`` wav files."""
     from torchbss import io
 
-    mix, fs = io.load(args.input, dtype=torch.float64)
+    mix, fs = io.load(args.input)
     if mix.shape[0] < 2:
         raise SystemExit(
             f"error: {args.input} has {mix.shape[0]} channel; multichannel BSS needs >= 2 mics"

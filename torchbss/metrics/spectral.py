@@ -1,8 +1,8 @@
 """Waveform and spectrogram distances: L1, STFT L1, log-mel difference, bleedless, fullness.
 
 Order ``(reference, estimate)``; batched over leading dimensions; differentiable.
-Magnitude spectrograms come from :func:`torch.stft` through the private helper
-:func:`_stft_magnitude` (Hann window, centred frames, zero padding).
+Magnitude spectrograms come from the signal core's STFT (:func:`torchbss.signal.stft.stft`:
+periodic Hann window, centred frames, zero padding).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import torch
 
 from torchbss._validation import check_choice, check_positive_int
 from torchbss.metrics.sdr import _check_pair, _check_sample_rate, _check_signal
+from torchbss.signal.stft import _stft
 
 __all__ = [
     "l1",
@@ -38,23 +39,11 @@ def _stft_magnitude(x: torch.Tensor, n_fft: int, hop_length: int, eps: float = 0
 
     Periodic Hann window of ``n_fft`` samples, centred frames with zero padding (so any
     signal length works). ``eps > 0`` returns ``sqrt(|X|^2 + eps)``, whose gradient stays
-    finite at zero magnitude. (Private: uses :func:`torch.stft` directly; to be folded into
-    ``torchbss.signal.stft``.)
+    finite at zero magnitude. Uses the signal core's STFT (:func:`torchbss.signal.stft.stft`).
     """
     check_positive_int(n_fft, "n_fft", minimum=2)
     check_positive_int(hop_length, "hop_length")
-    lead = x.shape[:-1]
-    window = torch.hann_window(n_fft, periodic=True, dtype=x.dtype, device=x.device)
-    spec = torch.stft(
-        x.reshape(-1, x.shape[-1]),
-        n_fft=n_fft,
-        hop_length=hop_length,
-        window=window,
-        center=True,
-        pad_mode="constant",
-        return_complex=True,
-    )
-    spec = spec.reshape(*lead, *spec.shape[-2:])
+    spec = _stft(x, n_fft, hop_length, None)  # signal core, without its (channels, samples) check
     if eps > 0:
         return (spec.real.square() + spec.imag.square() + eps).sqrt()
     return spec.abs()

@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(sep.parameters(), 10.0)
         opt.step()
-        history.append(float(loss))
+        history.append(float(loss.detach()))
         if step % 10 == 0 or step == 1:
             recent = sum(history[-10:]) / len(history[-10:])
             print(f"step {step:4d}  loss {recent:7.3f}  ({time.perf_counter() - t_train:.0f} s)")
