@@ -2,27 +2,27 @@
 
 Run ``python -m bench.bench_batch [--quick]``; writes ``bench/results/bench_batch.json``.
 
-1. Speed: every implementation separates the same mixtures (the shared speech mixtures, STFT
-   periodic Hann 2048 / hop 512 at 16 kHz, complex64 input), with the same number of iterations
-   (AuxIVA 50, ILRMA 100; ``--quick``: 10 / 20 on one mixture), the same IP1 update, the
-   spherical Laplace model ``G(r) = r`` (ssspy's ``2 r`` only rescales the demixing rows) and
-   NMF with 2 bases, identity initial demixing, and a scaling to the reference mic 0:
+1. Speed: every implementation separates the same mixtures (speech mixtures 2x2_00, 2x2_01 and
+   3x3_00, 8 s each; STFT periodic Hann 2048 / hop 512 at 16 kHz, complex64 input) with the
+   same number of iterations (AuxIVA 50, ILRMA 100; ``--quick``: 10 / 20 on 4 s of 2x2_00),
+   the IP1 update, identity initial demixing, the spherical Laplace model ``G(r) = r``
+   (ssspy's ``2 r`` only rescales the demixing rows) or NMF with 2 bases, and a scaling to
+   the reference mic 0:
 
-   ============  =========================================  ===================================
-   library       AuxIVA-IP1 (Laplace)                       ILRMA-IP1 (2 bases)
-   ============  =========================================  ===================================
-   torchbss      ``AuxIVA(n_iter)``                          ``ILRMA(n_iter, n_basis=2)``
-   pyroomacou.   ``bss.auxiva(X, n_iter)``                   ``bss.ilrma(X, n_src, n_iter, 2)``
-   torchiva      ``AuxIVA_IP(n_iter, model=LaplaceModel())``  ``AuxIVA_IP(model=NMFModel(2))``
-   ssspy         ``AuxLaplaceIVA("IP1")``                    ``GaussILRMA(2, "IP1")``
-   ============  =========================================  ===================================
+   - torchbss: ``AuxIVA(n_iter)``, ``ILRMA(n_iter, n_basis=2)``;
+   - pyroomacoustics: ``bss.auxiva(X, n_iter=n_iter)``, ``bss.ilrma(X, n_iter=n_iter,
+     n_components=2)`` (``X`` as ``(frames, freq, mics)``);
+   - torchiva: ``AuxIVA_IP(n_iter, n_src, model=LaplaceModel())`` and
+     ``AuxIVA_IP(n_iter, n_src, model=NMFModel(n_basis=2))`` (its ILRMA-IP);
+   - ssspy: ``AuxLaplaceIVA(spatial_algorithm="IP1")``, ``GaussILRMA(n_basis=2,
+     spatial_algorithm="IP1")``, both with ``record_loss=False``.
 
    Each call is timed (wall clock and process CPU time) with the implementations interleaved
    (round robin, ``repeat`` rounds, median per mixture, summed over mixtures), so a change of
    load on a shared machine hits all of them alike. ``x_<peer>`` = peer time / torchbss time
    (> 1: torchbss is faster). Inputs are converted to each library's layout before timing.
-   Notes: ssspy always builds its demixing matrices in complex128, so it computes in double
-   precision whatever the input; ssspy's loss recording is turned off (``record_loss=False``).
+   Note: ssspy always builds its demixing matrices in complex128, so it computes in double
+   precision whatever the input.
 2. Throughput of torchbss AuxIVA (and torchiva, which also takes batches) on a batch of 16 and
    64 mixtures in one call vs one call per mixture (mixtures per second). The batch holds the
    2x2 mixtures, each copy circularly shifted by a different number of frames.
@@ -58,16 +58,16 @@ N_FFT, HOP = 2048, 512
 N_BASIS = 2
 PEERS = ("pyroomacoustics", "torchiva", "ssspy")
 MIX_2X2 = ["2x2_00", "2x2_01", "2x2_02", "2x2_03"]
-MIX_3X3 = ["3x3_00", "3x3_01", "3x3_02"]
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
-def _load(name: str) -> torch.Tensor:
-    """Mixture STFT ``(mics, freq, frames)`` complex64."""
+def _load(name: str, frames: int | None = None) -> torch.Tensor:
+    """Mixture STFT ``(mics, freq, frames)`` complex64 (the first ``frames`` frames if given)."""
     mix, _ = sf.read(DATA / f"{name}_mix.flac", always_2d=True, dtype="float32")
     x = torch.from_numpy(mix.T.copy())
     win = torch.hann_window(N_FFT, periodic=True)
-    return torch.stft(x, N_FFT, HOP, window=win, return_complex=True)
+    X = torch.stft(x, N_FFT, HOP, window=win, return_complex=True)
+    return X[..., :frames].contiguous() if frames else X
 
 
 def _import_torchiva():
@@ -162,26 +162,29 @@ def _timed(fn: Callable[[], object]) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def speed_rows(names: list[str], iters: dict[str, int], repeat: int) -> list[dict]:
+def speed_rows(
+    names: list[str], iters: dict[str, int], repeat: int, frames: int | None = None
+) -> list[dict]:
     """Rows of total seconds per implementation and ratios, for the current thread setting."""
-    mixtures = {name: _load(name) for name in names}
+    mixtures = {name: _load(name, frames) for name in names}
     rows = []
     for algo, n_iter in iters.items():
         impls, errors = _implementations(algo, n_iter)
         wall: dict[str, float] = dict.fromkeys(impls, 0.0)
         cpu: dict[str, float] = dict.fromkeys(impls, 0.0)
+        excerpt = next(iter(mixtures.values()))[..., :64]
+        for lib, (prepare, run) in list(impls.items()):  # warm-up on an excerpt
+            try:
+                run(prepare(excerpt))
+            except Exception as exc:  # a peer failing must not stop the benchmark
+                errors[lib] = f"{type(exc).__name__}: {exc}"[:120]
+                del impls[lib]
         for X in mixtures.values():
             inputs = {lib: prepare(X) for lib, (prepare, _) in impls.items()}
-            samples: dict[str, list[tuple[float, float]]] = {lib: [] for lib in list(impls)}
-            for lib in list(impls):  # warm-up (first-call costs), peers that fail drop out
-                try:
-                    impls[lib][1](inputs[lib])
-                except Exception as exc:  # a peer failing must not stop the benchmark
-                    errors[lib] = f"{type(exc).__name__}: {exc}"[:120]
-                    del impls[lib], samples[lib]
-            for _ in range(repeat):
+            samples: dict[str, list[tuple[float, float]]] = {lib: [] for lib in impls}
+            for _ in range(repeat):  # round robin, so load changes hit every library alike
                 for lib, (_, run) in impls.items():
-                    samples[lib].append(_timed(lambda run=run, lib=lib: run(inputs[lib])))
+                    samples[lib].append(_timed(lambda run=run, x=inputs[lib]: run(x)))
             for lib, values in samples.items():
                 wall[lib] += statistics.median(v[0] for v in values)
                 cpu[lib] += statistics.median(v[1] for v in values)
@@ -203,15 +206,15 @@ def speed_rows(names: list[str], iters: dict[str, int], repeat: int) -> list[dic
     return rows
 
 
-def _batch(n: int) -> torch.Tensor:
+def _batch(n: int, frames: int | None = None) -> torch.Tensor:
     """``(n, 2, freq, frames)``: the 2x2 mixtures, each copy shifted by a different frame count."""
-    base = [_load(name) for name in MIX_2X2]
+    base = [_load(name, frames) for name in MIX_2X2]
     frames = min(X.shape[-1] for X in base)
     items = [base[i % len(base)][..., :frames].roll(3 * i, dims=-1) for i in range(n)]
     return torch.stack(items)
 
 
-def batch_rows(sizes: list[int], n_iter: int) -> list[dict]:
+def batch_rows(sizes: list[int], n_iter: int, frames: int | None = None) -> list[dict]:
     """Mixtures per second of one batched call vs one call per mixture (AuxIVA-IP1)."""
     rows = []
     ours = AuxIVA(n_iter=n_iter)
@@ -221,9 +224,9 @@ def batch_rows(sizes: list[int], n_iter: int) -> list[dict]:
     except Exception:  # optional peer
         theirs = None
     with torch.inference_mode():
-        ours(_batch(1))  # warm-up
+        ours(_batch(1, frames))  # warm-up
         for n in sizes:
-            X = _batch(n)
+            X = _batch(n, frames)
             t_batch, _ = _timed(lambda X=X: ours(X))
             t_loop, _ = _timed(lambda X=X: [ours(x) for x in X])
             row = {
@@ -278,15 +281,17 @@ def _config(quick: bool) -> dict:
     if quick:
         return {
             "names": ["2x2_00"],
+            "frames": 128,  # 4 s
             "iters": {"auxiva": 10, "ilrma": 20},
             "repeat": 1,
             "sizes": [4],
             "batch_iter": 10,
         }
     return {
-        "names": MIX_2X2 + MIX_3X3,
+        "names": ["2x2_00", "2x2_01", "3x3_00"],
+        "frames": None,
         "iters": {"auxiva": 50, "ilrma": 100},
-        "repeat": 3,
+        "repeat": 2,
         "sizes": [16, 64],
         "batch_iter": 50,
     }
@@ -297,8 +302,8 @@ def _worker(quick: bool, threads: int) -> None:
         torch.set_num_threads(threads)
     cfg = _config(quick)
     result = {
-        "speed": speed_rows(cfg["names"], cfg["iters"], cfg["repeat"]),
-        "batch": batch_rows(cfg["sizes"], cfg["batch_iter"]),
+        "speed": speed_rows(cfg["names"], cfg["iters"], cfg["repeat"], cfg["frames"]),
+        "batch": batch_rows(cfg["sizes"], cfg["batch_iter"], cfg["frames"]),
         "machine": machine_info(),
     }
     print(json.dumps(result, default=str))
@@ -367,7 +372,8 @@ def main(argv: list[str] | None = None) -> None:
     columns = ["threads", "algorithm", "torchbss_s"]
     columns += [f"{p}_s" for p in PEERS] + [f"x_{p}" for p in PEERS]
     print_table(speed, columns)
-    print("\n## AuxIVA-IP1 throughput: one batched call vs one call per mixture (2x2, 8 s)\n")
+    length = f"{cfg['frames'] * HOP / 16000:.0f} s" if cfg["frames"] else "8 s"
+    print(f"\n## AuxIVA-IP1 throughput: one batched call vs one per mixture (2x2, {length})\n")
     print_table(batch)
     mem = checkpoint_memory(10 if args.quick else 50)
     print(

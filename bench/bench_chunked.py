@@ -1,8 +1,15 @@
 """Benchmark of chunked inference (``torchbss.signal.apply_chunked``).
 
-1. Overhead: ``apply_chunked`` on a long 44.1 kHz stereo track with a small 2-stem conv model,
-   against the same model run directly on the same chunks (pre-cut, same batches), i.e. the
-   cost of cutting, cross-fading and stitching. Goal: < 5 %.
+1. Overhead: ``apply_chunked`` on a long 44.1 kHz stereo track (default 120 s, one thread)
+   against the same model run directly on the same chunks (pre-cut with
+   ``iter_chunk_batches``: same batches, same order), i.e. the cost of cutting, cross-fading
+   and stitching. Goal: < 5 %. Three models: a no-compute model (views of the input: the
+   fixed cost of cutting and stitching alone, in ms per second of audio), ``SmallConv`` (3
+   conv layers, 16 channels, ~35 ms per audio second) and ``SmallUNet`` (a Demucs-like
+   waveform U-Net, ~0.1 s per audio second). Both are timed in paired, interleaved rounds
+   (order alternating); the overhead is the median paired ratio in process CPU time (robust
+   to other processes on a shared machine) and in wall time. ``intrinsic_overhead_pct`` is
+   the no-compute cost divided by the model's own cost, the least noisy estimate.
 2. Memory: peak resident memory beyond the input and output buffers, for several track
    lengths, each measured in a fresh subprocess after a warm-up (peak RSS ``VmHWM``, reset
    through ``/proc/self/clear_refs`` just before the run; ``getrusage``'s max RSS would keep
@@ -27,7 +34,7 @@ import time
 import torch
 from torch import nn
 
-from bench._common import print_table, time_fn, write_json
+from bench._common import print_table, write_json
 from torchbss.signal import apply_chunked, chunk, iter_chunk_batches, overlap_add
 
 SAMPLE_RATE = 44100
@@ -54,6 +61,61 @@ class SmallConv(nn.Module):
         return self.net(x).reshape(x.shape[0], SOURCES, CHANNELS, x.shape[-1])
 
 
+class SmallUNet(nn.Module):
+    """A small waveform U-Net (Demucs-like layout): strided conv encoder, transposed-conv decoder.
+
+    Widths ``(64, 128, 256)``, kernel 8, stride 4, a 1x1 conv after every encoder conv, a
+    3-tap conv before every decoder layer, additive skip connections; about 1.2 M parameters
+    and roughly 0.1 s of compute per second of 44.1 kHz stereo audio on one CPU thread. Maps
+    ``(b, channels, t)`` to ``(b, sources, channels, t)`` for any ``t`` (padded internally to a
+    multiple of ``stride ** depth`` and cropped back).
+    """
+
+    def __init__(
+        self, widths: tuple[int, ...] = (64, 128, 256), kernel: int = 8, stride: int = 4
+    ) -> None:
+        super().__init__()
+        self.stride = stride
+        pad = (kernel - stride) // 2
+        self.encoder = nn.ModuleList()
+        in_ch = CHANNELS
+        for width in widths:
+            self.encoder.append(
+                nn.Sequential(
+                    nn.Conv1d(in_ch, width, kernel, stride, pad),
+                    nn.ReLU(),
+                    nn.Conv1d(width, width, 1),
+                    nn.ReLU(),
+                )
+            )
+            in_ch = width
+        self.bottleneck = nn.Sequential(nn.Conv1d(in_ch, in_ch, 3, padding=1), nn.ReLU())
+        outs = list(widths[-2::-1]) + [SOURCES * CHANNELS]
+        self.decoder = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv1d(width, width, 3, padding=1),
+                nn.ReLU(),
+                nn.ConvTranspose1d(width, out, kernel, stride, pad),
+            )
+            for width, out in zip(widths[::-1], outs)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, t = x.shape
+        multiple = self.stride ** len(self.encoder)
+        h = nn.functional.pad(x, (0, (-t) % multiple))
+        skips = []
+        for layer in self.encoder:
+            h = layer(h)
+            skips.append(h)
+        h = self.bottleneck(h)
+        for i, layer in enumerate(self.decoder):
+            h = layer(h + skips.pop())
+            if i < len(self.decoder) - 1:
+                h = torch.relu(h)
+        return h[..., :t].reshape(b, SOURCES, CHANNELS, t)
+
+
 def _track(seconds: float) -> torch.Tensor:
     generator = torch.Generator().manual_seed(0)
     return torch.randn(CHANNELS, int(seconds * SAMPLE_RATE), generator=generator)
@@ -62,6 +124,13 @@ def _track(seconds: float) -> torch.Tensor:
 def _no_compute(x: torch.Tensor) -> torch.Tensor:
     """A 'model' that costs nothing: two sources that are views of the input."""
     return x.unsqueeze(1).expand(-1, SOURCES, -1, -1)
+
+
+def _timed(fn) -> tuple[float, float]:
+    """(wall, process CPU) seconds of one call of ``fn``."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def measure_overhead(
@@ -73,7 +142,14 @@ def measure_overhead(
     batch_size: int,
     repeat: int,
 ) -> dict:
-    """Median time of apply_chunked and of the model alone on the same (pre-cut) chunks."""
+    """Time of apply_chunked and of the model alone on the same chunks, in paired rounds.
+
+    The model alone runs on exactly the batches that ``apply_chunked`` builds (pre-cut with
+    ``iter_chunk_batches``, same sizes and order). Each round times both (alternating which
+    goes first, after a warm-up of both); the overhead is the median over rounds of the paired
+    ratio, in process CPU time (one thread: not inflated when other processes take the core)
+    and in wall-clock time.
+    """
     audio = _track(seconds)
     chunk_size = int(chunk_seconds * SAMPLE_RATE)
     with torch.inference_mode():
@@ -89,34 +165,37 @@ def measure_overhead(
         def chunked() -> None:
             apply_chunked(model, audio, chunk_size, overlap, batch_size, progress=False)
 
-        # interleave the two so that load changes on a shared machine hit both alike; CPU
-        # time (all threads) is reported too, as it is less sensitive to other processes
-        walls: dict[str, list[float]] = {"model": [], "chunked": []}
-        cpus: dict[str, list[float]] = {"model": [], "chunked": []}
-        model(batches[0])
-        for _ in range(repeat):
-            for key, fn in (("model", model_only), ("chunked", chunked)):
-                start = time.process_time()
-                walls[key].append(time_fn(fn, repeat=1, warmup=0))
-                cpus[key].append(time.process_time() - start)
-    model_time = statistics.median(walls["model"])
-    chunked_time = statistics.median(walls["chunked"])
-    model_cpu = statistics.median(cpus["model"])
-    chunked_cpu = statistics.median(cpus["chunked"])
+        model_only()
+        chunked()
+        runs: dict[str, list[tuple[float, float]]] = {"model": [], "chunked": []}
+        for r in range(repeat):
+            order = (("model", model_only), ("chunked", chunked))
+            for key, fn in order if r % 2 == 0 else order[::-1]:
+                runs[key].append(_timed(fn))
+
+    def median(key: str, which: int) -> float:
+        return statistics.median(v[which] for v in runs[key])
+
+    def paired_overhead(which: int) -> float:
+        ratios = [c[which] / m[which] - 1.0 for m, c in zip(runs["model"], runs["chunked"])]
+        return 100.0 * statistics.median(ratios)
+
+    model_cpu, chunked_cpu = median("model", 1), median("chunked", 1)
     return {
         "model": name,
         "track_s": seconds,
         "model_calls": len(batches),
         "threads": torch.get_num_threads(),
-        "model_only_s": model_time,
-        "apply_chunked_s": chunked_time,
-        "overhead_pct": 100.0 * (chunked_time / model_time - 1.0),
-        "cpu_overhead_pct": 100.0 * (chunked_cpu / model_cpu - 1.0),
-        # cost of cutting + stitching per second of audio, whatever the model
-        "overhead_ms_per_audio_s": 1000.0 * (chunked_time - model_time) / seconds,
-        "realtime_factor": seconds / chunked_time,
+        "model_ms_per_audio_s": 1000.0 * model_cpu / seconds,
         "model_only_cpu_s": model_cpu,
         "apply_chunked_cpu_s": chunked_cpu,
+        "overhead_pct": paired_overhead(1),
+        "overhead_pct_wall": paired_overhead(0),
+        # cost of cutting + stitching per second of audio (CPU), whatever the model
+        "overhead_ms_per_audio_s": 1000.0 * (chunked_cpu - model_cpu) / seconds,
+        "realtime_factor": seconds / median("chunked", 0),
+        "model_only_s": median("model", 0),
+        "apply_chunked_s": median("chunked", 0),
         "repeat": repeat,
     }
 
@@ -211,7 +290,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=None, help="track length (timing)")
     parser.add_argument("--timing-only", action="store_true", help="skip the memory part")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (timing)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads for the timing (default 1)"
+    )
+    parser.add_argument("--repeat", type=int, default=None, help="paired timing rounds")
     parser.add_argument("--child", choices=["apply_chunked", "naive"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -220,19 +302,38 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    seconds = args.seconds or (60.0 if args.quick else 300.0)
-    repeat = 3
+    seconds = args.seconds or (20.0 if args.quick else 120.0)
+    repeat = args.repeat or (3 if args.quick else 5)
     lengths = [20.0, 40.0, 80.0] if args.quick else [30.0, 60.0, 120.0, 240.0, 480.0]
     common = (args.chunk_seconds, args.overlap, args.batch_size)
 
     torch.manual_seed(0)
-    models = {"SmallConv": SmallConv().eval(), "no compute (views)": _no_compute}
+    models = {
+        "no compute (views)": _no_compute,
+        "SmallConv": SmallConv().eval(),
+        "SmallUNet": SmallUNet().eval(),
+    }
     timing = [measure_overhead(n, m, seconds, *common, repeat=repeat) for n, m in models.items()]
+    intrinsic = timing[0]["overhead_ms_per_audio_s"]
+    for row in timing[1:]:
+        # the fixed cost of cutting and stitching (measured with the no-compute model) relative
+        # to the model's own cost: much less noisy than the difference of two long timings
+        row["intrinsic_overhead_pct"] = 100.0 * intrinsic / row["model_ms_per_audio_s"]
     print(
-        f"## apply_chunked overhead: {CHANNELS} ch, {SOURCES} stems, {SAMPLE_RATE} Hz, chunk "
-        f"{args.chunk_seconds} s, overlap {args.overlap}, batch {args.batch_size}\n"
+        f"## apply_chunked overhead: {CHANNELS} ch, {SOURCES} stems, {SAMPLE_RATE} Hz, track "
+        f"{seconds:g} s, chunk {args.chunk_seconds} s, overlap {args.overlap}, batch "
+        f"{args.batch_size}, {torch.get_num_threads()} thread(s), {repeat} paired rounds\n"
     )
-    columns = [k for k in timing[0] if not k.endswith("cpu_s") and k != "repeat"]
+    columns = [
+        "model",
+        "model_ms_per_audio_s",
+        "overhead_ms_per_audio_s",
+        "overhead_pct",
+        "overhead_pct_wall",
+        "intrinsic_overhead_pct",
+        "realtime_factor",
+        "model_calls",
+    ]
     print_table(timing, columns)
     memory = []
     if not args.timing_only:
@@ -244,7 +345,12 @@ def main(argv: list[str] | None = None) -> None:
         "bench_chunked",
         {
             "quick": args.quick,
-            "model": "SmallConv(hidden=16, kernel=9), 3 conv layers",
+            "models": {
+                "SmallConv": "3 conv layers, 16 channels, kernel 9",
+                "SmallUNet": "widths (64, 128, 256), kernel 8, stride 4, skips, 1.2 M params",
+                "memory": "SmallConv",
+            },
+            "load_average": list(os.getloadavg()),
             "config": {
                 "chunk_s": args.chunk_seconds,
                 "overlap": args.overlap,

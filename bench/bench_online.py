@@ -15,7 +15,9 @@ from pathlib import Path
 import torch
 
 from bench._common import print_table, write_json
-from torchbss.separators.online import OnlineAuxIVA, OnlineILRMA
+from torchbss.metrics import si_sdr
+from torchbss.separators import ILRMA, AuxIVA, OnlineAuxIVA, OnlineILRMA
+from torchbss.signal import STFT
 
 FS, N_FFT, HOP = 16000, 2048, 512
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -87,13 +89,6 @@ def train_step_rows() -> list[dict]:
     return rows
 
 
-def _si_sdr(ref: torch.Tensor, est: torch.Tensor) -> torch.Tensor:
-    ref = ref - ref.mean(-1, keepdim=True)
-    est = est - est.mean(-1, keepdim=True)
-    target = (est * ref).sum(-1, keepdim=True) / (ref * ref).sum(-1, keepdim=True) * ref
-    return 10 * torch.log10((target**2).sum(-1) / ((est - target) ** 2).sum(-1))
-
-
 def _load(folder: str, name: str) -> tuple[torch.Tensor, torch.Tensor]:
     import soundfile as sf
 
@@ -102,33 +97,79 @@ def _load(folder: str, name: str) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(mix.T.copy()), torch.from_numpy(ref.T.copy())
 
 
+def _quality_methods(n_src: int) -> dict:
+    """Online separators and, on the same input, the batch ones (whole-signal, offline)."""
+    methods = {
+        "online AuxIVA": OnlineAuxIVA(n_src=n_src),
+        "online ILRMA": OnlineILRMA(n_src=n_src, n_freq=N_FFT // 2 + 1),
+        "batch AuxIVA": AuxIVA(n_iter=50, n_src=n_src),
+        "batch ILRMA": ILRMA(n_iter=100, n_basis=2, n_src=n_src, seed=0),
+    }
+    trained = Path(__file__).resolve().parents[1] / "torchbss" / "assets" / "online_ilrma_2x2.pt"
+    if n_src == 2 and trained.is_file():
+        from torchbss.training.online_ilrma import load_online_ilrma
+
+        methods["online ILRMA (fine-tuned)"] = load_online_ilrma(trained).float()
+    return methods
+
+
 def quality_rows(quick: bool) -> list[dict]:
+    """SI-SDR improvement (best permutation) on the whole signal and on its second half.
+
+    The second half shows the online methods after their start-up (they adapt frame by frame).
+    """
     items = [("mixtures", "2x2_00")] if quick else []
     if not quick:
         for folder in ("mixtures", "music_multichannel"):
             names = sorted(p.name[: -len("_mix.flac")] for p in (DATA / folder).glob("*_mix.flac"))
             items += [(folder, n) for n in names]
-    window = torch.hann_window(N_FFT, periodic=True)
+    stft = STFT(n_fft=N_FFT, hop_length=HOP)
     rows = []
     for folder, name in items:
         mix, ref = _load(folder, name)
         if quick:
             mix, ref = mix[:, : 4 * FS], ref[:, : 4 * FS]
         n, n_src = mix.shape[-1], ref.shape[0]
-        X = torch.stft(mix, N_FFT, HOP, window=window, return_complex=True)
+        X = stft(mix)
         half = n // 2
-        base = _si_sdr(ref[:, half:], mix[:1, half:].expand_as(ref[:, half:])).mean()
-        row = {"set": folder, "mixture": name, "sources x mics": f"{n_src}x{mix.shape[0]}"}
-        for method in ("online_auxiva", "online_ilrma"):
+        for method, sep in _quality_methods(n_src).items():
+            t0 = time.perf_counter()
             with torch.no_grad():
-                y = torch.istft(_make(method, n_src)(X), N_FFT, HOP, window=window, length=n)
-            best = max(
-                _si_sdr(ref[:, half:], y[list(p), half:]).mean()
-                for p in itertools.permutations(range(n_src))
-            )
-            row[f"{method} SI-SDRi 2nd half (dB)"] = float(best - base)
-        rows.append(row)
+                y = stft.inverse(sep(X), length=n)
+            elapsed = time.perf_counter() - t0
+            row = {"set": folder, "mixture": name, "method": method}
+            for label, sl in (("whole", slice(None)), ("2nd half", slice(half, None))):
+                r, e = ref[:, sl], y[:, sl]
+                base = si_sdr(r, mix[:1, sl].expand_as(r))
+                best = max(
+                    (si_sdr(r, e[list(p)]) - base).mean()
+                    for p in itertools.permutations(range(n_src))
+                )
+                row[f"SI-SDRi {label} (dB)"] = float(best)
+            row["time (s)"] = elapsed
+            rows.append(row)
     return rows
+
+
+def quality_summary(rows: list[dict]) -> list[dict]:
+    """Mean SI-SDR improvement per method and data set."""
+    out = []
+    for folder in dict.fromkeys(r["set"] for r in rows):
+        for method in dict.fromkeys(r["method"] for r in rows):
+            sel = [r for r in rows if r["set"] == folder and r["method"] == method]
+            if sel:
+                out.append(
+                    {
+                        "set": folder,
+                        "method": method,
+                        "n": len(sel),
+                        **{
+                            k: sum(r[k] for r in sel) / len(sel)
+                            for k in ("SI-SDRi whole (dB)", "SI-SDRi 2nd half (dB)", "time (s)")
+                        },
+                    }
+                )
+    return out
 
 
 def main() -> None:
@@ -145,6 +186,9 @@ def main() -> None:
     print("\n## SI-SDR improvement on the second half of each signal (dB)\n")
     quality = quality_rows(args.quick)
     print_table(quality)
+    print("\n## Mean over each set\n")
+    summary = quality_summary(quality)
+    print_table(summary)
     path = write_json(
         "bench_online",
         {
@@ -153,6 +197,7 @@ def main() -> None:
             "latency": latency,
             "train_step": train,
             "quality": quality,
+            "quality_summary": summary,
         },
     )
     print(f"\nwrote {path}")

@@ -33,7 +33,8 @@ __all__ = ["SourceModel", "masked_frame_mean", "power"]
 
 def power(Y: torch.Tensor) -> torch.Tensor:
     """``|Y|^2`` as a real tensor (cheaper and better behaved under autograd than ``abs()**2``)."""
-    return Y.real**2 + Y.imag**2
+    re, im = Y.real, Y.imag
+    return (re * re).addcmul_(im, im)
 
 
 def masked_frame_mean(x: torch.Tensor, frame_mask: torch.Tensor | None) -> torch.Tensor:

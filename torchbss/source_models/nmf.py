@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from einops import einsum
 
 from torchbss.source_models.base import SourceModel, masked_frame_mean, power
 
@@ -88,16 +87,27 @@ def _safe_sqrt(x: torch.Tensor) -> torch.Tensor:
     return x.clamp_min(torch.finfo(x.dtype).tiny).sqrt()
 
 
+def _needs_graph(*tensors: torch.Tensor | None) -> bool:
+    """Whether autograd records operations on any of ``tensors`` (then no in-place updates)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def nmf_update(
     P: torch.Tensor,
     state: NMFState,
     frame_mask: torch.Tensor | None = None,
     eps: float = 1e-15,
-) -> NMFState:
+    return_weights: bool = False,
+) -> NMFState | tuple[NMFState, torch.Tensor]:
     """One multiplicative IS-NMF update of the bases, then of the activations.
 
     ``T <- T sqrt(((P / R^2) V^T) / ((1 / R) V^T))``, then the same for ``V`` with ``R = T V``
     recomputed in between; every factor and ``R`` are floored at ``eps``.
+
+    Every product is a real batched matmul over ``(..., sources)`` on contiguous
+    ``(freq, n_basis) x (n_basis, frames)`` factors. When autograd does not record (no input
+    requires grad, or grad mode is off) the full-size ``(freq, frames)`` temporaries are reused
+    in place (two buffers per call); otherwise the same math runs out of place.
 
     Args:
         P: ``(..., sources, freq, frames)`` power spectrogram ``|y|^2`` of the estimates.
@@ -105,9 +115,12 @@ def nmf_update(
         frame_mask: optional ``(batch..., frames)`` mask; invalid frames are ignored in the
             basis update (their activations are updated but never used).
         eps: floor of the factors and of the variance.
+        return_weights: also return ``1 / max(T V, eps)`` of the updated factors (the ILRMA
+            weights), computed in the same buffers.
 
     Returns:
-        The updated :class:`NMFState`.
+        The updated :class:`NMFState`, and the weights ``(..., sources, freq, frames)`` when
+        ``return_weights``.
     """
     T, V = state.basis, state.activations
     if frame_mask is not None:
@@ -115,21 +128,47 @@ def nmf_update(
         m = m.reshape(m.shape[:-1] + (1,) * (P.ndim - m.ndim) + m.shape[-1:])
     else:
         m = None
-    iR = 1.0 / (T @ V).clamp_min(eps)
-    if state.stale_scale is not None:
-        iR = iR * (state.stale_scale**2)[..., None, None]
-    a = P * iR * iR
-    b = iR
-    if m is not None:
-        a, b = a * m, b * m
-    num = einsum(a, V, "... f t, ... b t -> ... f b")
-    den = einsum(b, V, "... f t, ... b t -> ... f b")
+    inplace = not _needs_graph(P, T, V, state.stale_scale)
+    s2 = None if state.stale_scale is None else (state.stale_scale**2)[..., None, None]
+    Vt = V.transpose(-1, -2)
+    # bases: num = (P / R^2) V^T, den = (1 / R) V^T
+    if inplace:
+        iR = torch.matmul(T, V).clamp_min_(eps).reciprocal_()
+        if s2 is not None:
+            iR.mul_(s2)
+        a = torch.mul(P, iR).mul_(iR)
+        if m is not None:
+            a.mul_(m)
+            iR.mul_(m)
+    else:
+        iR = 1.0 / (T @ V).clamp_min(eps)
+        if s2 is not None:
+            iR = iR * s2
+        a = P * iR * iR
+        if m is not None:
+            a, iR = a * m, iR * m
+    num = a @ Vt
+    den = iR @ Vt
     T = (T * _safe_sqrt(num / den.clamp_min(eps))).clamp_min(eps)
-    iR = 1.0 / (T @ V).clamp_min(eps)
-    num = einsum(P * iR * iR, T, "... f t, ... f b -> ... b t")
-    den = einsum(iR, T, "... f t, ... f b -> ... b t")
+    Tt = T.transpose(-1, -2)
+    # activations: num = T^T (P / R^2), den = T^T (1 / R)
+    if inplace:
+        torch.matmul(T, V, out=iR).clamp_min_(eps).reciprocal_()
+        torch.mul(P, iR, out=a).mul_(iR)
+    else:
+        iR = 1.0 / (T @ V).clamp_min(eps)
+        a = P * iR * iR
+    num = Tt @ a
+    den = Tt @ iR
     V = (V * _safe_sqrt(num / den.clamp_min(eps))).clamp_min(eps)
-    return NMFState(basis=T, activations=V)
+    new = NMFState(basis=T, activations=V)
+    if not return_weights:
+        return new
+    if inplace:
+        weights = torch.matmul(T, V, out=a).clamp_min_(eps).reciprocal_()
+    else:
+        weights = 1.0 / (T @ V).clamp_min(eps)
+    return new, weights
 
 
 class NMF(SourceModel):
@@ -188,8 +227,8 @@ class NMF(SourceModel):
         """Update the factors on ``|Y|^2``; weights ``(..., sources, freq, frames)``."""
         if state is None:
             state = self.init_state(Y, frame_mask)
-        state = nmf_update(power(Y), state, frame_mask, self.eps)
-        return 1.0 / state.variance(self.eps), state
+        state, weights = nmf_update(power(Y), state, frame_mask, self.eps, return_weights=True)
+        return weights, state
 
     def cost(
         self, Y: torch.Tensor, state: NMFState | None = None, frame_mask: torch.Tensor | None = None
