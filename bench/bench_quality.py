@@ -1,8 +1,18 @@
-"""Separation quality of AuxIVA / ILRMA on the shared speech mixtures vs pyroomacoustics figures.
+"""Separation quality of AuxIVA / ILRMA on the shared mixtures vs the pyroomacoustics figures.
 
-Run ``python -m bench.bench_quality [--quick]``. Prints a markdown table (method x set:
-mean SI-SDRi, SDRi, time) and writes ``bench/results/bench_quality.json``. SI-SDR with the
-permutation maximising the mean; SDRi is plain (not scale-invariant) SDR improvement.
+Run ``python -m bench.bench_quality [--quick]``. Every method gets the STFT of
+``reference_figures.json`` (scipy ``ShortTimeFFT``: periodic Hann 2048, hop 512, one-sided,
+default framing, i.e. 253 frames for 8 s where ``torch.stft`` gives 251) in complex64, and the
+same ``ShortTimeFFT`` inverts it. Prints a markdown table (method x set: mean SI-SDRi, SDRi,
+time per mixture, the reference figure) and writes ``bench/results/bench_quality.json``.
+
+Methods: AuxIVA (50 it) ip1/ip2/iss x laplace/gauss; ILRMA (100 it) with 2 and 10 bases in the
+default configuration and in the pyroomacoustics-equivalent one (identity init, IP1,
+``normalize="pyroomacoustics"``, the factors pyroomacoustics draws after ``np.random.seed(0)``).
+SI-SDR with the permutation maximising the mean; SDRi is the plain SDR improvement.
+
+It also times ILRMA (2 bases, 100 it, 2x2_00, one thread) against pyroomacoustics in the same
+run and reports the speed ratio (skipped when pyroomacoustics is not installed).
 """
 
 from __future__ import annotations
@@ -13,30 +23,30 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import soundfile as sf
 import torch
 
 from bench._common import machine_info, print_table, write_json
 from torchbss.separators import ILRMA, AuxIVA
+from torchbss.source_models import NMFState
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-N_FFT, HOP = 2048, 512
+N_FFT, HOP, FS = 2048, 512, 16000
+SETS = ("mixtures", "music_multichannel")
 
 
-def _stft(x):
-    win = torch.hann_window(N_FFT, periodic=True, dtype=x.dtype)
-    return torch.stft(x, N_FFT, HOP, window=win, return_complex=True)
+def _sft():
+    from scipy.signal import ShortTimeFFT
+    from scipy.signal.windows import hann
 
-
-def _istft(X, n):
-    win = torch.hann_window(N_FFT, periodic=True, dtype=X.real.dtype)
-    return torch.istft(X, N_FFT, HOP, window=win, length=n)
+    return ShortTimeFFT(hann(N_FFT, sym=False), HOP, FS, fft_mode="onesided")
 
 
 def _sdr(ref, est, scale_invariant=True):
     if scale_invariant:
-        ref = (est * ref).sum(-1, keepdim=True) / (ref * ref).sum(-1, keepdim=True) * ref
-    return 10 * torch.log10(ref.pow(2).sum(-1) / (ref - est).pow(2).sum(-1))
+        ref = (est * ref).sum(-1, keepdims=True) / (ref * ref).sum(-1, keepdims=True) * ref
+    return 10 * np.log10((ref**2).sum(-1) / ((ref - est) ** 2).sum(-1))
 
 
 def _best(ref, est, scale_invariant=True):
@@ -46,63 +56,158 @@ def _best(ref, est, scale_invariant=True):
     )
 
 
-def methods():
+def _pra_factors(n_src: int, n_freq: int, n_frames: int, n_basis: int) -> NMFState:
+    """The initial NMF factors of ``pra.bss.ilrma`` after ``np.random.seed(0)``."""
+    rng = np.random.RandomState(0)  # same stream as np.random.seed(0)
+    basis = 0.1 + 0.9 * rng.rand(n_src, n_freq, n_basis)
+    act = 0.1 + 0.9 * rng.rand(n_src, n_frames, n_basis)
+    return NMFState(
+        torch.from_numpy(basis).float(), torch.from_numpy(act).float().transpose(-1, -2)
+    )
+
+
+def methods() -> dict:
+    """name -> (factory(n_src), reference key, needs pyroomacoustics' NMF factors)."""
     out = {}
     for upd in ("ip1", "ip2", "iss"):
         for model in ("laplace", "gauss"):
-            out[f"auxiva_{upd}_{model}"] = (
-                AuxIVA(n_iter=50, update=upd, source_model=model),
-                "auxiva_laplace" if (upd, model) == ("ip1", "laplace") else None,
+            default = " (default)" if (upd, model) == ("ip2", "laplace") else ""
+            out[f"auxiva_{upd}_{model}{default}"] = (
+                lambda k, u=upd, m=model: AuxIVA(n_iter=50, update=u, source_model=m, n_src=k),
+                "auxiva_laplace" if model == "laplace" else None,
+                False,
             )
-    out["ilrma_2bases"] = (ILRMA(n_iter=100, n_basis=2), "ilrma_2bases")
-    out["ilrma_10bases"] = (ILRMA(n_iter=100, n_basis=10), "ilrma_10bases")
+    for nb in (2, 10):
+        out[f"ilrma_{nb}bases (default)"] = (
+            lambda k, b=nb: ILRMA(n_iter=100, n_basis=b, n_src=k),
+            f"ilrma_{nb}bases",
+            False,
+        )
+        out[f"ilrma_{nb}bases_pra_equivalent"] = (
+            lambda k, b=nb: ILRMA(
+                n_iter=100, n_basis=b, n_src=k, init_iter=0, normalize="pyroomacoustics"
+            ),
+            f"ilrma_{nb}bases",
+            True,
+        )
     return out
+
+
+def _load(folder: str, name: str):
+    mix, _ = sf.read(DATA / folder / f"{name}_mix.flac", always_2d=True)
+    ref, _ = sf.read(DATA / folder / f"{name}_ref.flac", always_2d=True)
+    return mix.T.copy(), ref.T.copy()
+
+
+def ilrma_speed(repeat: int = 3) -> dict | None:
+    """Seconds of ILRMA (2 bases, 100 it, 2x2_00, complex64) for torchbss and pyroomacoustics."""
+    try:
+        import pyroomacoustics as pra
+    except ImportError:
+        return None
+    mix, _ = _load("mixtures", "2x2_00")
+    Xn = _sft().stft(mix).astype(np.complex64)
+    X = torch.from_numpy(Xn)
+    sep = ILRMA(n_iter=100, n_basis=2, track_cost=False)
+    sep_plain = ILRMA(n_iter=100, n_basis=2, init_iter=0, track_cost=False)
+    Xp = Xn.transpose(2, 1, 0).copy()
+
+    def run_pra():
+        np.random.seed(0)  # noqa: NPY002 (pyroomacoustics draws from the global RNG)
+        pra.bss.ilrma(Xp, n_iter=100, n_components=2, proj_back=True)
+
+    timings = {}
+    for name, fn in (
+        ("torchbss", lambda: sep(X)),
+        ("torchbss_no_warm_start", lambda: sep_plain(X)),
+        ("pyroomacoustics", run_pra),
+    ):
+        fn()
+        times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        timings[name] = min(times)
+    timings["speedup"] = timings["pyroomacoustics"] / timings["torchbss"]
+    timings["speedup_no_warm_start"] = (
+        timings["pyroomacoustics"] / timings["torchbss_no_warm_start"]
+    )
+    return {k: round(v, 3) for k, v in timings.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="2x2_00 only, 3 methods")
+    parser.add_argument("--quick", action="store_true", help="2x2_00 only, 4 methods")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = parser.parse_args()
-    figures = json.loads((DATA / "reference_figures.json").read_text())["sets"]["mixtures"]
-    if args.quick:
-        figures = figures[:1]
+    torch.set_num_threads(args.threads)
+    figures = json.loads((DATA / "reference_figures.json").read_text())["sets"]
+    sets = {s: figures[s] for s in SETS}
     all_methods = methods()
     if args.quick:
-        all_methods = {
-            k: all_methods[k] for k in ("auxiva_ip1_laplace", "auxiva_iss_laplace", "ilrma_2bases")
-        }
-    rows = []
-    for name, (sep, ref_key) in all_methods.items():
-        si, sd, secs, theirs = [], [], [], []
-        for entry in figures:
-            mix, _ = sf.read(DATA / "mixtures" / f"{entry['name']}_mix.flac", always_2d=True)
-            ref, _ = sf.read(DATA / "mixtures" / f"{entry['name']}_ref.flac", always_2d=True)
-            mix = torch.from_numpy(mix.T.copy())
-            ref = torch.from_numpy(ref.T.copy())
-            X = _stft(mix).to(torch.complex64)
-            t0 = time.perf_counter()
-            Y = sep(X)
-            secs.append(time.perf_counter() - t0)
-            est = _istft(Y, mix.shape[-1]).double()
-            base = mix[:1].expand_as(ref)
-            si.append(float((_best(ref, est) - _sdr(ref, base)).mean()))
-            sd.append(float((_best(ref, est, False) - _sdr(ref, base, False)).mean()))
-            if ref_key:
-                theirs.append(entry[ref_key]["mean_si_sdri_db"])
-        mean = lambda v: sum(v) / len(v)  # noqa: E731
-        rows.append(
-            {
-                "method": name,
-                "set": "mixtures" if not args.quick else "2x2_00",
-                "si_sdri_db": round(mean(si), 2),
-                "sdri_db": round(mean(sd), 2),
-                "pyroomacoustics_si_sdri_db": round(mean(theirs), 2) if theirs else "-",
-                "time_s": round(mean(secs), 3),
-                "per_mixture_si_sdri_db": [round(v, 2) for v in si],
-            }
+        sets = {"mixtures": figures["mixtures"][:1]}
+        keep = (
+            "auxiva_default",
+            "auxiva_ip1_laplace",
+            "ilrma_2bases",
+            "ilrma_2bases_pra_equivalent",
         )
+        all_methods = {k: all_methods[k] for k in keep}
+    sft = _sft()
+    rows = []
+    for set_name, entries in sets.items():
+        data = {e["name"]: _load(set_name, e["name"]) for e in entries}
+        stfts = {n: torch.from_numpy(sft.stft(m)).to(torch.complex64) for n, (m, _) in data.items()}
+        for name, (factory, ref_key, pra_init) in all_methods.items():
+            si, sd, secs, theirs = [], [], [], []
+            for entry in entries:
+                mix, ref = data[entry["name"]]
+                X = stfts[entry["name"]]
+                sep = factory(entry["n_src"])
+                kw = {}
+                if pra_init:
+                    kw["source_state"] = _pra_factors(
+                        entry["n_src"], X.shape[-2], X.shape[-1], sep.source_model.n_basis
+                    )
+                t0 = time.perf_counter()
+                Y = sep(X, **kw)
+                secs.append(time.perf_counter() - t0)
+                est = sft.istft(Y.to(torch.complex128).numpy(), k1=mix.shape[-1])
+                base = np.broadcast_to(mix[:1], ref.shape)
+                si.append(float((_best(ref, est) - _sdr(ref, base)).mean()))
+                sd.append(float((_best(ref, est, False) - _sdr(ref, base, False)).mean()))
+                if ref_key:
+                    theirs.append(entry[ref_key]["mean_si_sdri_db"])
+            rows.append(
+                {
+                    "method": name,
+                    "set": set_name if not args.quick else "2x2_00",
+                    "si_sdri_db": round(float(np.mean(si)), 2),
+                    "sdri_db": round(float(np.mean(sd)), 2),
+                    "pyroomacoustics_si_sdri_db": round(float(np.mean(theirs)), 2)
+                    if theirs
+                    else "-",
+                    "time_s": round(float(np.mean(secs)), 3),
+                    "per_mixture_si_sdri_db": [round(v, 2) for v in si],
+                }
+            )
+            print(rows[-1], flush=True)
     print_table(rows, columns=[c for c in rows[0] if c != "per_mixture_si_sdri_db"])
-    write_json("bench_quality", {"machine": machine_info(), "quick": args.quick, "rows": rows})
+    speed = ilrma_speed(repeat=1 if args.quick else 3)
+    if speed is not None:
+        print("\nILRMA 2 bases, 100 it, 2x2_00, complex64, seconds (min of runs):")
+        print_table([speed])
+    write_json(
+        "bench_quality",
+        {
+            "machine": machine_info(),
+            "quick": args.quick,
+            "stft": "scipy ShortTimeFFT, periodic hann 2048, hop 512, onesided (reference framing)",
+            "rows": rows,
+            "ilrma_speed": speed,
+        },
+    )
 
 
 if __name__ == "__main__":

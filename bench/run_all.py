@@ -20,6 +20,7 @@ from bench._common import print_table, write_json
 
 BENCHMARKS = ("bench_metrics", "bench_chunked", "bench_batch", "bench_quality", "bench_online")
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
 
 
 def run_one(name: str, quick: bool, timeout: float | None) -> dict:
@@ -43,9 +44,6 @@ def run_one(name: str, quick: bool, timeout: float | None) -> dict:
         "seconds": round(seconds, 1),
         "results": str(result.relative_to(ROOT)) if status == "ok" and result.exists() else "",
     }
-
-
-RESULTS = ROOT / "bench" / "results"
 
 
 def main(argv: list[str] | None = None) -> int:

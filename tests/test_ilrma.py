@@ -70,3 +70,39 @@ def test_bad_nmf_arguments():
         NMF(2).cost(torch.zeros(2, 3, 4, dtype=torch.complex64), None)
     assert isinstance(ILRMA(n_iter=1).source_model, NMF)
     assert NMFState(torch.ones(1), torch.ones(1)).stale_scale is None
+
+
+def test_warm_start_equals_auxiva_then_ilrma_from_its_demixing():
+    """``init_iter`` AuxIVA iterations then ILRMA == ILRMA started from AuxIVA's ``W``."""
+    from torchbss.separators import AuxIVA
+
+    X = make_mixture(n_src=2, seed=4)
+    W = AuxIVA(n_iter=4, update="ip2", scaling=None)(X, return_state=True).W
+    Y_ref = ILRMA(n_iter=3, n_basis=2, init_iter=0)(X, W0=W)
+    Y = ILRMA(n_iter=3, n_basis=2, init_iter=4, init_update="ip2")(X)
+    torch.testing.assert_close(Y, Y_ref, rtol=1e-9, atol=1e-11)
+    # an explicit W0 takes precedence over the warm start
+    torch.testing.assert_close(ILRMA(n_iter=3, n_basis=2, init_iter=4)(X, W0=W), Y_ref)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_nmf_update_in_place_path_matches_autograd_path(masked):
+    g = torch.Generator().manual_seed(5)
+    P = torch.rand(2, 2, 9, 30, generator=g, dtype=torch.float64) ** 2
+    state = nmf_init((2, 2), 9, 30, 3, generator=g)
+    mask = (torch.arange(30) < 25).to(torch.float64).expand(2, 30) if masked else None
+    fast, w_fast = nmf_update(P, state, mask, return_weights=True)  # nothing requires grad
+    P_graph = P.clone().requires_grad_(True)
+    slow, w_slow = nmf_update(P_graph, state, mask, return_weights=True)
+    assert w_slow.requires_grad
+    torch.testing.assert_close(fast.basis, slow.basis.detach(), rtol=1e-12, atol=0)
+    torch.testing.assert_close(fast.activations, slow.activations.detach(), rtol=1e-12, atol=0)
+    torch.testing.assert_close(w_fast, w_slow.detach(), rtol=1e-12, atol=0)
+    torch.testing.assert_close(w_fast, 1.0 / fast.variance(1e-15), rtol=1e-12, atol=0)
+
+
+def test_bad_warm_start_arguments():
+    with pytest.raises(ValueError, match="init_iter"):
+        ILRMA(init_iter=-1)
+    with pytest.raises(ValueError, match="update"):
+        ILRMA(init_update="ip9")

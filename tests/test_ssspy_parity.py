@@ -9,7 +9,7 @@ ours ``scaling=None``) and on the scaled outputs.
 
 Conventions that differ and how each test handles them:
 
-* ssspy's Laplace contrast is ``G(y) = 2 ||y||`` (weights ``phi = 1 / max(2 r, 1e-10) * 2 =
+* ssspy's Laplace contrast is ``G(y) = 2 ||y||`` (weights ``phi = G'(r) / max(2 r, 1e-10) =
   1 / r``), ours is ``G(y) = ||y||`` (``phi = 1 / (2 r)``). The IP1 update of a row depends on
   the other rows only through their directions, so both give the same directions, and the ssspy
   rows are ours times a scalar that follows ``s_n = sqrt(s_{n-1} / 2)``, ``s_0 = 1``, i.e.
@@ -79,7 +79,7 @@ def one_thread():
 def excerpt():
     """STFT ``(2, 257, frames)`` complex128 of 2 s of 2x2_00, and a fixed ``W0`` (freq, 2, 2)."""
     mix, _, fs = load_mixture("2x2_00")
-    x = mix[:, 2 * fs : 4 * fs]  # seconds 2-4: both talkers active
+    x = mix[:, 2 * fs : 4 * fs]  # seconds 2 to 4
     window = torch.hann_window(N_FFT, dtype=torch.float64)
     X = torch.stft(x, N_FFT, HOP, window=window, return_complex=True)
     rng = np.random.default_rng(0)

@@ -167,11 +167,13 @@ def weighted_covariance_from_outer(
     else:
         denom = n_frames
     K = weights.shape[-3]
-    w = weights.expand(weights.shape[:-2] + (n_freq, n_frames)).transpose(-3, -2)  # (.., f, k, t)
     XXr = torch.view_as_real(XX).flatten(-3)  # (..., f, t, 2 M^2)
-    V = (w.to(XXr.dtype) @ XXr) / denom  # (..., f, k, 2 M^2)
-    V = torch.view_as_complex(V.unflatten(-1, (M, M, 2)).contiguous())
-    return V.transpose(-4, -3) if K > 0 else V
+    w = weights.expand(weights.shape[:-2] + (n_freq, n_frames)).to(XXr.dtype)  # (.., k, f, t)
+    # one (freq, 1, frames) @ (freq, frames, 2 M^2) matmul per source: reads each source's
+    # weights in place (no transposed copy of the full weights)
+    V = torch.stack([w[..., k, :, None, :] @ XXr for k in range(K)], -4)[..., 0, :]
+    V = V / denom  # (..., k, f, 2 M^2)
+    return torch.view_as_complex(V.unflatten(-1, (M, M, 2)).contiguous())
 
 
 def ip1_update(

@@ -28,8 +28,13 @@ class AuxIVA(IterativeSeparator):
 
     Minimises ``sum_k mean_t G(||y_kt||) - 2 sum_f log|det W_f|`` (``G`` from the source model:
     ``"laplace"`` ``G(r) = r``, ``"gauss"`` time-varying Gaussian, or any source-model module)
-    with IP1, IP2 or ISS updates, each of which never increases the cost. With the defaults
-    (IP1, Laplace, identity init, ``load=0``) it reproduces ``pyroomacoustics.bss.auxiva``.
+    with IP1, IP2 or ISS updates, each of which never increases the cost.
+
+    The default update is IP2 (pairwise, cyclic pairs for an odd number of sources; with more
+    mics than sources the mixture is first reduced by PCA): on the shared speech mixtures it
+    converges in far fewer sweeps than IP1 (mean SI-SDR improvement 5.9 dB after 50 iterations
+    against 2.6 dB for IP1 and for pyroomacoustics). ``update="ip1", load=0`` reproduces
+    ``pyroomacoustics.bss.auxiva`` (OverIVA when ``n_src < mics``) to float64 rounding.
 
     Args:
         n_iter: number of iterations.
@@ -56,7 +61,7 @@ class AuxIVA(IterativeSeparator):
     def __init__(
         self,
         n_iter: int = 50,
-        update: str | SpatialUpdate = "ip1",
+        update: str | SpatialUpdate = "ip2",
         source_model: str | nn.Module = "laplace",
         n_src: int | None = None,
         ref_mic: int = 0,

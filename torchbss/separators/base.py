@@ -47,6 +47,7 @@ from torchbss._validation import (
     check_tensor,
 )
 from torchbss.source_models import SOURCE_MODELS, NMFState, laplace_weights
+from torchbss.source_models.nmf import _needs_graph
 from torchbss.updates import (
     DEFAULT_LOAD,
     background_update,
@@ -300,9 +301,7 @@ class IterativeSeparator(nn.Module):
     ) -> None:
         super().__init__()
         self.init_iter = check_positive_int(init_iter, "init_iter", minimum=0)
-        self.init_update = (
-            None if init_update is None else _resolve_update(init_update, load)
-        )
+        self.init_update = None if init_update is None else _resolve_update(init_update, load)
         self.n_iter = check_positive_int(n_iter, "n_iter", minimum=0)
         self.update = _resolve_update(update, load)
         self.source_model = _resolve_source_model(source_model, **source_model_kwargs)
@@ -389,14 +388,22 @@ class IterativeSeparator(nn.Module):
     def _normalize(self, W, Y, state, n_src, frame_mask):
         from torchbss.source_models.base import masked_frame_mean, power
 
-        p = masked_frame_mean(power(Y), frame_mask).mean(-1)  # (..., n_src)
+        if frame_mask is None:
+            # mean power without a full-size temporary: a batched dot product of the real view
+            Yr = torch.view_as_real(Y).flatten(-2)  # (..., n_src, freq, 2 frames)
+            p = torch.linalg.vecdot(Yr, Yr).mean(-1) / Y.shape[-1]  # (..., n_src)
+        else:
+            p = masked_frame_mean(power(Y), frame_mask).mean(-1)  # (..., n_src)
         # a silent source (all-zero input) keeps its scale, so nothing overflows
         floor = torch.finfo(p.dtype).tiny ** 0.5
         scale = torch.where(p > floor, p.clamp_min(floor).rsqrt(), torch.ones_like(p))
         state = self.source_model.rescale(state, scale)
         if self.normalize == "pyroomacoustics" and isinstance(state, NMFState):
             state = dataclasses.replace(state, stale_scale=scale)
-        Y = Y * scale[..., None, None].to(Y.dtype)
+        if _needs_graph(Y, scale):
+            Y = Y * scale[..., None, None].to(Y.dtype)
+        else:  # Y is this iteration's own estimate: rescale it in place
+            Y = Y.mul_(scale[..., None, None].to(Y.dtype))
         pad = torch.ones(W.shape[-1] - n_src, dtype=scale.dtype, device=scale.device)
         s = torch.cat([scale, pad.expand(scale.shape[:-1] + pad.shape)], -1).to(W.dtype)
         if self.normalize == "rows":

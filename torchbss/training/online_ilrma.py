@@ -16,6 +16,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -28,7 +29,14 @@ from torchbss.metrics import si_sdr
 from torchbss.separators.online import OnlineILRMA
 from torchbss.signal import STFT
 
-__all__ = ["main", "load_online_ilrma", "save_online_ilrma", "make_mixtures", "evaluate"]
+__all__ = [
+    "main",
+    "load_online_ilrma",
+    "save_online_ilrma",
+    "make_mixtures",
+    "cached_mixtures",
+    "evaluate",
+]
 
 # utterances kept for the held-out set when the shared speech folder is available
 HELD_OUT_SPEECH = ("arctic_aew", "arctic_axb", "espeak_07", "espeak_08")
@@ -85,6 +93,28 @@ def make_mixtures(
     return torch.stack(mixes), torch.stack(images)
 
 
+def cached_mixtures(
+    cache_dir: Path | None, pool: list[torch.Tensor], n: int, **kwargs
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`make_mixtures`, cached as a ``.pt`` file in ``cache_dir`` keyed by the arguments.
+
+    The key hashes the arguments and the lengths and sums of the pool's utterances, so a change
+    of the speech data or of any setting simulates afresh. ``cache_dir=None`` disables the cache.
+    """
+    if cache_dir is None:
+        return make_mixtures(pool, n, **kwargs)
+    sig = [n, sorted(kwargs.items()), [(u.shape[-1], round(float(u.sum()), 6)) for u in pool]]
+    key = hashlib.sha1(repr(sig).encode()).hexdigest()[:16]
+    path = Path(cache_dir) / f"mixtures_{key}.pt"
+    if path.is_file():
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        return blob["mixtures"].double(), blob["images"].double()
+    mixtures, images = make_mixtures(pool, n, **kwargs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"mixtures": mixtures.float(), "images": images.float()}, path)
+    return mixtures.float().double(), images.float().double()
+
+
 @torch.no_grad()
 def evaluate(
     sep: OnlineILRMA, stft: STFT, mixtures: torch.Tensor, images: torch.Tensor, ref_mic: int = 0
@@ -138,9 +168,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument(
+        "--basis-lr",
+        type=float,
+        default=0.0,
+        help="learning rate of the initial NMF bases (0: keep them fixed, the default, since "
+        "the ~20k per-source, per-frequency values overfit a small training set)",
+    )
     p.add_argument("--n-src", type=int, default=2)
     p.add_argument("--n-mics", type=int, default=2)
-    p.add_argument("--seconds", type=float, default=4.0)
+    p.add_argument("--seconds", type=float, default=4.0, help="held-out clip length (s)")
+    p.add_argument(
+        "--train-seconds", type=float, default=None, help="training clip length (default: --seconds)"
+    )
     p.add_argument("--n-train", type=int, default=64, help="simulated training mixtures")
     p.add_argument("--n-heldout", type=int, default=16, help="simulated held-out mixtures")
     p.add_argument("--n-fft", type=int, default=2048)
@@ -150,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", action="store_true", help="gradient checkpointing")
     p.add_argument("--data", default=None, help="shared data folder with speech/")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--cache", default="out", help="folder caching the simulated mixtures ('' disables)"
+    )
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", default="out/online_ilrma_2x2.pt")
     p.add_argument("--report", default=None, help="write the run summary (JSON) here")
@@ -165,13 +208,18 @@ def main(argv: list[str] | None = None) -> int:
 
     data_dir = Path(args.data) if args.data else _default_data_dir()
     train_pool, held_pool, fs = _speech_pool(data_dir)
-    t0 = time.perf_counter()
-    common = dict(n_src=args.n_src, n_mics=args.n_mics, seconds=args.seconds, sample_rate=fs)
-    train_mix, train_img = make_mixtures(train_pool, args.n_train, seed=args.seed, **common)
-    held_mix, held_img = make_mixtures(held_pool, args.n_heldout, seed=10_000 + args.seed, **common)
-    print(
-        f"simulated {args.n_train} + {args.n_heldout} mixtures in {time.perf_counter() - t0:.1f} s"
+    t_start = time.perf_counter()
+    cache = Path(args.cache) if args.cache else None
+    train_seconds = args.train_seconds or args.seconds
+    common = dict(n_src=args.n_src, n_mics=args.n_mics, sample_rate=fs)
+    train_mix, train_img = cached_mixtures(
+        cache, train_pool, args.n_train, seconds=train_seconds, seed=args.seed, **common
     )
+    held_mix, held_img = cached_mixtures(
+        cache, held_pool, args.n_heldout, seconds=args.seconds, seed=10_000 + args.seed, **common
+    )
+    data_time = time.perf_counter() - t_start
+    print(f"{args.n_train} + {args.n_heldout} mixtures ready in {data_time:.1f} s")
 
     stft = STFT(n_fft=args.n_fft, hop_length=args.hop).double()
     n_freq = args.n_fft // 2 + 1
@@ -187,7 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     before = evaluate(plain, stft, held_mix, held_img)
     print(f"held-out SI-SDRi before training: {before:.2f} dB")
-    opt = torch.optim.Adam(sep.parameters(), lr=args.lr)
+    groups = [{"params": [p for n, p in sep.named_parameters() if n != "basis_raw"]}]
+    if args.basis_lr > 0:
+        groups.append({"params": [sep.basis_raw], "lr": args.basis_lr})
+    else:
+        sep.basis_raw.requires_grad_(False)
+    opt = torch.optim.Adam(groups, lr=args.lr)
     g = torch.Generator().manual_seed(args.seed + 1)
     t_train = time.perf_counter()
     history = []
@@ -198,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         loss, _ = pit(None, est, img)  # PIT negative SI-SDR
         opt.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(sep.parameters(), 10.0)
+        torch.nn.utils.clip_grad_norm_(sep.parameters(), 1.0)
         opt.step()
         history.append(float(loss.detach()))
         if step % 10 == 0 or step == 1:
@@ -211,19 +264,27 @@ def main(argv: list[str] | None = None) -> int:
         "steps": args.steps,
         "batch": args.batch,
         "lr": args.lr,
+        "basis_lr": args.basis_lr,
         "n_src": args.n_src,
         "n_mics": args.n_mics,
-        "seconds": args.seconds,
+        "heldout_seconds": args.seconds,
+        "train_seconds": train_seconds,
         "n_train": args.n_train,
         "n_heldout": args.n_heldout,
         "stft": [args.n_fft, args.hop],
-        "speech": "shared/data/speech" if data_dir is not None else "bundled",
+        "speech": "shared/data/speech" if data_dir and (data_dir / "speech").is_dir() else "bundled",
+        "heldout_speech": list(HELD_OUT_SPEECH),
+        "data_time_s": round(data_time, 1),
         "train_time_s": round(train_time, 1),
+        "total_time_s": round(time.perf_counter() - t_start, 1),
         "device": "cpu",
         "threads": torch.get_num_threads(),
         "heldout_si_sdri_before_db": round(before, 2),
         "heldout_si_sdri_after_db": round(after, 2),
         "forget_mean": float(torch.sigmoid(sep.forget_logit).mean()),
+        "load": float(torch.nn.functional.softplus(sep.load_raw)),
+        "inner_weights": [round(float(w), 4) for w in sep.inner_weights],
+        "final_train_loss": round(sum(history[-10:]) / max(1, len(history[-10:])), 3),
     }
     save_online_ilrma(sep, args.out, meta=summary)
     print(f"saved parameters to {args.out}")
