@@ -7,9 +7,16 @@
    fixed cost of cutting and stitching alone, in ms per second of audio), ``SmallConv`` (3
    conv layers, 16 channels, ~35 ms per audio second) and ``SmallUNet`` (a Demucs-like
    waveform U-Net, ~0.1 s per audio second). Both are timed in paired, interleaved rounds
-   (order alternating); the overhead is the median paired ratio in process CPU time (robust
-   to other processes on a shared machine) and in wall time. ``intrinsic_overhead_pct`` is
-   the no-compute cost divided by the model's own cost, the least noisy estimate.
+   (order alternating): ``overhead_pct`` is the median paired ratio in process CPU time
+   (robust to other processes on a shared machine; ``overhead_pct_wall`` in wall time), and
+   ``outside_model_pct`` the time ``apply_chunked`` spends outside the model calls relative to
+   the time inside them in the same call (no pairing noise). ``intrinsic_overhead_pct`` is the
+   no-compute model's cost divided by the model's own cost.
+   Allocator note: with glibc's default malloc, the large activations of these conv models
+   are mmapped and unmapped at every call, so a good part of their CPU time is page faults
+   (kernel time); e.g. ``MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=4294967296``
+   (or jemalloc/tcmalloc) made ``SmallConv`` about 3x faster on the reference machine. The
+   figures here use the environment as given, so a faster allocator raises the overhead in %.
 2. Memory: peak resident memory beyond the input and output buffers, for several track
    lengths, each measured in a fresh subprocess after a warm-up (peak RSS ``VmHWM``, reset
    through ``/proc/self/clear_refs`` just before the run; ``getrusage``'s max RSS would keep
@@ -145,13 +152,28 @@ def measure_overhead(
     """Time of apply_chunked and of the model alone on the same chunks, in paired rounds.
 
     The model alone runs on exactly the batches that ``apply_chunked`` builds (pre-cut with
-    ``iter_chunk_batches``, same sizes and order). Each round times both (alternating which
-    goes first, after a warm-up of both); the overhead is the median over rounds of the paired
-    ratio, in process CPU time (one thread: not inflated when other processes take the core)
-    and in wall-clock time.
+    ``iter_chunk_batches``: same sizes, same order). Each round times both (alternating which
+    goes first, after a warm-up of both). Reported overheads, in process CPU time (one thread:
+    not inflated when other processes take the core) unless said otherwise:
+
+    - ``overhead_pct``: median over rounds of the paired ratio apply_chunked / model alone;
+      ``overhead_pct_wall`` the same in wall-clock time. Both include any slow-down of the model
+      itself inside ``apply_chunked``, but the difference of two long timings is noisy on a
+      shared machine (a few %).
+    - ``outside_model_pct``: within the same ``apply_chunked`` call, time outside the model
+      calls relative to the time inside them (the model is wrapped in a timer), median over
+      rounds. No pairing noise; it measures what ``apply_chunked`` adds around the model.
     """
     audio = _track(seconds)
     chunk_size = int(chunk_seconds * SAMPLE_RATE)
+    inside = [0.0]
+
+    def timed_model(x: torch.Tensor) -> torch.Tensor:
+        start = time.process_time()
+        y = model(x)
+        inside[0] += time.process_time() - start
+        return y
+
     with torch.inference_mode():
         batches = [
             b.chunks.contiguous()
@@ -163,15 +185,19 @@ def measure_overhead(
                 model(inputs)
 
         def chunked() -> None:
-            apply_chunked(model, audio, chunk_size, overlap, batch_size, progress=False)
+            inside[0] = 0.0
+            apply_chunked(timed_model, audio, chunk_size, overlap, batch_size, progress=False)
 
         model_only()
         chunked()
         runs: dict[str, list[tuple[float, float]]] = {"model": [], "chunked": []}
+        outside: list[float] = []
         for r in range(repeat):
             order = (("model", model_only), ("chunked", chunked))
             for key, fn in order if r % 2 == 0 else order[::-1]:
                 runs[key].append(_timed(fn))
+                if key == "chunked":
+                    outside.append((runs[key][-1][1] - inside[0], inside[0]))
 
     def median(key: str, which: int) -> float:
         return statistics.median(v[which] for v in runs[key])
@@ -181,6 +207,7 @@ def measure_overhead(
         return 100.0 * statistics.median(ratios)
 
     model_cpu, chunked_cpu = median("model", 1), median("chunked", 1)
+    outside_cpu = statistics.median(o for o, _ in outside)
     return {
         "model": name,
         "track_s": seconds,
@@ -191,8 +218,9 @@ def measure_overhead(
         "apply_chunked_cpu_s": chunked_cpu,
         "overhead_pct": paired_overhead(1),
         "overhead_pct_wall": paired_overhead(0),
+        "outside_model_pct": 100.0 * statistics.median(o / max(i, 1e-9) for o, i in outside),
         # cost of cutting + stitching per second of audio (CPU), whatever the model
-        "overhead_ms_per_audio_s": 1000.0 * (chunked_cpu - model_cpu) / seconds,
+        "outside_model_ms_per_audio_s": 1000.0 * outside_cpu / seconds,
         "realtime_factor": seconds / median("chunked", 0),
         "model_only_s": median("model", 0),
         "apply_chunked_s": median("chunked", 0),
@@ -314,10 +342,10 @@ def main(argv: list[str] | None = None) -> None:
         "SmallUNet": SmallUNet().eval(),
     }
     timing = [measure_overhead(n, m, seconds, *common, repeat=repeat) for n, m in models.items()]
-    intrinsic = timing[0]["overhead_ms_per_audio_s"]
+    intrinsic = timing[0]["outside_model_ms_per_audio_s"]
     for row in timing[1:]:
         # the fixed cost of cutting and stitching (measured with the no-compute model) relative
-        # to the model's own cost: much less noisy than the difference of two long timings
+        # to the model's own cost
         row["intrinsic_overhead_pct"] = 100.0 * intrinsic / row["model_ms_per_audio_s"]
     print(
         f"## apply_chunked overhead: {CHANNELS} ch, {SOURCES} stems, {SAMPLE_RATE} Hz, track "
@@ -327,10 +355,11 @@ def main(argv: list[str] | None = None) -> None:
     columns = [
         "model",
         "model_ms_per_audio_s",
-        "overhead_ms_per_audio_s",
+        "outside_model_ms_per_audio_s",
+        "outside_model_pct",
+        "intrinsic_overhead_pct",
         "overhead_pct",
         "overhead_pct_wall",
-        "intrinsic_overhead_pct",
         "realtime_factor",
         "model_calls",
     ]

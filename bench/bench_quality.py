@@ -148,9 +148,9 @@ def main() -> None:
     if args.quick:
         sets = {"mixtures": figures["mixtures"][:1]}
         keep = (
-            "auxiva_default",
+            "auxiva_ip2_laplace (default)",
             "auxiva_ip1_laplace",
-            "ilrma_2bases",
+            "ilrma_2bases (default)",
             "ilrma_2bases_pra_equivalent",
         )
         all_methods = {k: all_methods[k] for k in keep}
