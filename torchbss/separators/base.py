@@ -104,6 +104,18 @@ class SeparationResult:
     cost_steps: torch.Tensor | None = field(default=None, repr=False)
 
 
+def _covariances(X, weights, frame_mask, XX):
+    """Weighted covariances, from the precomputed outer products ``XX`` when given."""
+    if XX is not None:
+        return weighted_covariance_from_outer(XX, weights, frame_mask)
+    return weighted_covariance(X, weights, frame_mask)
+
+
+def _demix(W, X, n_src, Xf):
+    """``Y = W X``, from the frequency-major copy ``Xf`` when given."""
+    return demix(W, X, n_src) if Xf is None else demix_freq_major(W, Xf, n_src)
+
+
 class SpatialUpdate:
     """Interface of a spatial update: one sweep over all sources.
 
@@ -154,15 +166,12 @@ class IP1(SpatialUpdate):
         self.load = load
 
     def __call__(self, X, Y, W, weights, n_src, frame_mask, C, XX=None, Xf=None):
-        if XX is not None:
-            V = weighted_covariance_from_outer(XX, weights, frame_mask)
-        else:
-            V = weighted_covariance(X, weights, frame_mask)
+        V = _covariances(X, weights, frame_mask, XX)
         for k in range(n_src):
             W = ip1_update(W, V[..., k, :, :, :], k, load=self.load)
             if C is not None:
                 W = background_update(W, C, n_src, load=self.load)
-        return W, (demix(W, X, n_src) if Xf is None else demix_freq_major(W, Xf, n_src))
+        return W, _demix(W, X, n_src, Xf)
 
 
 class IP2(SpatialUpdate):
@@ -179,14 +188,11 @@ class IP2(SpatialUpdate):
         self.load = load
 
     def __call__(self, X, Y, W, weights, n_src, frame_mask, C, XX=None, Xf=None):
-        if XX is not None:
-            V = weighted_covariance_from_outer(XX, weights, frame_mask)
-        else:
-            V = weighted_covariance(X, weights, frame_mask)
+        V = _covariances(X, weights, frame_mask, XX)
         for i in range(math.ceil(n_src / 2)):
             k, l = 2 * i, (2 * i + 1) % n_src
             W = ip2_update(W, V[..., k, :, :, :], V[..., l, :, :, :], k, l, load=self.load)
-        return W, (demix(W, X, n_src) if Xf is None else demix_freq_major(W, Xf, n_src))
+        return W, _demix(W, X, n_src, Xf)
 
 
 class ISS(SpatialUpdate):
