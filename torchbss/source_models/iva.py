@@ -50,7 +50,26 @@ def gauss_weights(Y: torch.Tensor, eps: float = 1e-15) -> torch.Tensor:
     return 1.0 / lam.clamp_min(eps)
 
 
-class Laplace(SourceModel):
+class _SphericalModel(SourceModel):
+    """Shared body of the IVA models: weights from a pure function of ``(Y, eps)``."""
+
+    _weights: Any
+
+    def __init__(self, eps: float = 1e-15) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(
+        self, Y: torch.Tensor, state: Any = None, frame_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, Any]:
+        """Weights ``(..., sources, 1, frames)`` from estimates ``(..., sources, freq, frames)``."""
+        return self._weights(Y, self.eps), state
+
+    def extra_repr(self) -> str:
+        return f"eps={self.eps}"
+
+
+class Laplace(_SphericalModel):
     """Spherical Laplace prior ``p(y_k) ~ exp(-||y_k||_2)``: ``G(r) = r``, ``phi = 1 / (2 r)``.
 
     Args:
@@ -64,15 +83,7 @@ class Laplace(SourceModel):
         torch.Size([2, 1, 5])
     """
 
-    def __init__(self, eps: float = 1e-15) -> None:
-        super().__init__()
-        self.eps = eps
-
-    def forward(
-        self, Y: torch.Tensor, state: Any = None, frame_mask: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, Any]:
-        """Weights ``(..., sources, 1, frames)`` from estimates ``(..., sources, freq, frames)``."""
-        return laplace_weights(Y, self.eps), state
+    _weights = staticmethod(laplace_weights)
 
     def cost(
         self, Y: torch.Tensor, state: Any = None, frame_mask: torch.Tensor | None = None
@@ -81,11 +92,8 @@ class Laplace(SourceModel):
         r = power(Y).sum(-2).sqrt()
         return masked_frame_mean(r, frame_mask).sum(-1)
 
-    def extra_repr(self) -> str:
-        return f"eps={self.eps}"
 
-
-class Gauss(SourceModel):
+class Gauss(_SphericalModel):
     """Time-varying Gaussian prior ``y_kft ~ CN(0, lambda_kt)``, ``lambda_kt = ||y_kt||^2 / F``.
 
     The variance is re-estimated from ``Y`` on every call (maximum likelihood), so the cost is
@@ -95,15 +103,7 @@ class Gauss(SourceModel):
         eps: floor of the variance ``lambda``.
     """
 
-    def __init__(self, eps: float = 1e-15) -> None:
-        super().__init__()
-        self.eps = eps
-
-    def forward(
-        self, Y: torch.Tensor, state: Any = None, frame_mask: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, Any]:
-        """Weights ``(..., sources, 1, frames)`` from estimates ``(..., sources, freq, frames)``."""
-        return gauss_weights(Y, self.eps), state
+    _weights = staticmethod(gauss_weights)
 
     def cost(
         self, Y: torch.Tensor, state: Any = None, frame_mask: torch.Tensor | None = None
@@ -112,6 +112,3 @@ class Gauss(SourceModel):
         n_freq = Y.shape[-2]
         lam = power(Y).mean(-2).clamp_min(self.eps)
         return n_freq * masked_frame_mean(torch.log(lam) + 1.0, frame_mask).sum(-1)
-
-    def extra_repr(self) -> str:
-        return f"eps={self.eps}"
