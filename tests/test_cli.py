@@ -1,8 +1,11 @@
-"""The command line: separate, evaluate, demo (simulated fallback) and bad input."""
+"""The command line: separate, evaluate, demo, benchmark, and one-line errors for bad input."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -20,45 +23,186 @@ def short_mixture(tmp_path, data_dir):
     return tmp_path
 
 
-@pytest.mark.parametrize("method", ["auxiva", "ilrma", "online-auxiva"])
+def _error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("method", ["auxiva", "ilrma", "online-auxiva", "online-ilrma"])
 def test_separate_then_evaluate(short_mixture, method, capsys):
     d = short_mixture
     sep = ["separate", str(d / "mix.wav"), "--method", method, "--out", str(d / "out")]
-    assert main([*sep, "--n-iter", "30"]) == 0
+    if not method.startswith("online"):
+        sep += ["--n-iter", "30"]
+    assert main(sep) == 0
+    assert ("streamed" in capsys.readouterr().out) == method.startswith("online")
     outs = sorted((d / "out").glob("mix_source*.wav"))
     assert len(outs) == 2
     est, fs = io.load(outs[0])
     assert fs == 16000 and est.shape == (1, 48000) and torch.isfinite(est).all()
-    capsys.readouterr()
     args = ["evaluate", "--reference", str(d / "ref.wav"), "--estimates", *map(str, outs)]
-    assert main([*args, "--mixture", str(d / "mix.wav"), "--json", str(d / "s.json")]) == 0
+    assert main([*args, "--mixture", str(d / "mix.wav"), "--output", str(d / "s.json")]) == 0
+    table = capsys.readouterr().out
+    assert "| mean |" in table and "si_sdri_db" in table
     scores = json.loads((d / "s.json").read_text())
     assert sorted(scores["permutation"]) == [0, 1]
-    if method != "online-auxiva":  # batch methods separate this excerpt clearly
+    if not method.startswith("online"):  # batch methods separate this excerpt clearly
         assert sum(scores["si_sdri_db"]) / 2 > 1.0
+    # refuses to overwrite, unless asked
+    assert main(sep) == 2
+    assert "already exists; pass overwrite (--overwrite)" in _error(capsys)
+    assert main([*sep, "--overwrite"]) == 0
 
 
-def test_demo_simulated_fallback(tmp_path, capsys):
-    code = main(
-        [
-            "demo",
-            "--data",
-            str(tmp_path / "missing"),
-            "--methods",
-            "auxiva",
-            "--out",
-            str(tmp_path / "demo"),
-        ]
-    )
+def test_streamed_online_output_equals_the_whole_file(short_mixture):
+    """``separate`` streams online methods block by block; the result is the whole-file one."""
+    from torchbss import OnlineAuxIVA
+    from torchbss.inference import WaveformSeparator
+
+    d = short_mixture
+    cmd = ["separate", str(d / "mix.wav"), "--method", "online-auxiva", "--out", str(d / "o")]
+    assert main([*cmd, "--block-seconds", "0.37"]) == 0
+    mix, _ = io.load(d / "mix.wav")
+    whole = WaveformSeparator(OnlineAuxIVA())(mix).sources
+    for k in range(2):
+        est, _ = io.load(d / "o" / f"mix_source{k}.wav")
+        torch.testing.assert_close(est[0], whole[k], rtol=1e-4, atol=1e-4)
+
+
+def test_float_output_is_never_clipped_and_int_output_is_rescaled(short_mixture, capsys):
+    d = short_mixture
+    mix, fs = io.load(d / "mix.wav")
+    io.save(d / "loud.wav", 8.0 * mix, fs, subtype="float")
+    cmd = ["separate", str(d / "loud.wav"), "--method", "auxiva", "--n-iter", "5"]
+    assert main([*cmd, "--out", str(d / "f")]) == 0  # float is the default
+    est, _ = io.load(d / "f" / "loud_source0.wav")
+    assert est.abs().max() > 1.5  # kept beyond full scale
+    assert main([*cmd, "--out", str(d / "i"), "--subtype", "int16"]) == 0
+    assert "scaled by" in capsys.readouterr().err
+    est, _ = io.load(d / "i" / "loud_source0.wav")
+    assert 0.9 < est.abs().max() <= 1.0
+
+
+def test_output_location_errors_are_checked_before_separating(short_mixture, capsys):
+    d = short_mixture
+    (d / "file").write_text("x")
+    cmd = ["separate", str(d / "mix.wav"), "--method", "ilrma", "--n-iter", "500"]
+    # an existing file as the output folder: one line, and no time spent on 500 iterations
+    assert main([*cmd, "--out", str(d / "file")]) == 2
+    assert "is a file, not a folder" in _error(capsys)
+    # one output path blocked by a folder: nothing at all is written
+    (d / "blocked" / "mix_source1.wav").mkdir(parents=True)
+    assert main([*cmd, "--out", str(d / "blocked")]) == 2
+    assert "is an existing folder" in _error(capsys)
+    assert not (d / "blocked" / "mix_source0.wav").exists()
+    if os.geteuid() != 0:  # root can write anywhere
+        ro = d / "readonly"
+        ro.mkdir()
+        ro.chmod(0o500)
+        assert main([*cmd, "--out", str(ro)]) == 2
+        assert "not writable" in _error(capsys)
+
+
+def test_bad_arguments_are_refused_in_one_line(short_mixture, tmp_path, capsys):
+    d = short_mixture
+    mix = str(d / "mix.wav")
+    for args, message in [
+        (["separate", mix, "--n-iter", "0", "--method", "online-auxiva"], "does not apply"),
+        (["separate", mix, "--n-src", "3"], "--n-src 3 sources need at least as many mics"),
+        (["separate", mix, "--ref-mic", "2"], "--ref-mic 2 but"),
+        (["separate", str(tmp_path / "nope.wav")], "audio file not found"),
+        (["separate", mix, "--device", "cuda"], "no usable CUDA device"),
+        (["separate", mix, "--device", "nonsense"], "unknown device"),
+    ]:
+        if "cuda" in args and torch.cuda.is_available():
+            continue
+        assert main(args) == 2, args
+        assert message in _error(capsys), args
+    # argparse rejects invalid numbers itself (exit 2 with a usage line)
+    for args in (["separate", mix, "--n-src", "0"], ["separate", mix, "--n-iter", "-1"],
+                 ["benchmark", "--mics", "0"], ["benchmark", "--mics", "1"],
+                 ["benchmark", "--batch", "0"], ["benchmark", "--seconds", "-1"],
+                 ["benchmark", "--repeat", "0"]):  # fmt: skip
+        with pytest.raises(SystemExit) as exc:
+            main(args)
+        assert exc.value.code == 2
+        assert "expected" in capsys.readouterr().err
+    # zero iterations is honoured (the identity demixing, scaled), not replaced by a default
+    assert main(["separate", mix, "--n-iter", "0", "--out", str(d / "zero")]) == 0
+
+
+def test_mono_input_and_checkpoint_errors(short_mixture, tmp_path, capsys):
+    d = short_mixture
+    io.save(tmp_path / "mono.wav", torch.zeros(1, 1000), 16000)
+    assert main(["separate", str(tmp_path / "mono.wav")]) == 2
+    assert "needs >= 2 mics" in _error(capsys)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    assert main(["separate", str(d / "mix.wav"), "--checkpoint", str(garbage)]) == 2
+    assert "is not a torchbss export" in _error(capsys)
+    torch.save({"state_dict": {}}, tmp_path / "noconfig.pt")
+    assert main(["separate", str(d / "mix.wav"), "--params", str(tmp_path / "noconfig.pt")]) == 2
+    assert "is not a torchbss export" in _error(capsys)
+
+
+def test_checkpoint_for_another_mic_count_is_refused(short_mixture, tmp_path, capsys):
+    from torchbss import OnlineILRMA
+    from torchbss.export import save_separator
+
+    sep = OnlineILRMA(n_freq=1025, n_src=3)
+    cfg = {"_target_": "torchbss.OnlineILRMA", "n_freq": 1025, "n_src": 3}
+    save_separator(tmp_path / "three.pt", sep, cfg)
+    assert main(["separate", str(short_mixture / "mix.wav"), "--checkpoint",
+                 str(tmp_path / "three.pt")]) == 2  # fmt: skip
+    assert "separates 3 sources but the input has 2 channels" in _error(capsys)
+
+
+def test_evaluate_refuses_mismatches(short_mixture, tmp_path, capsys):
+    d = short_mixture
+    ref, fs = io.load(d / "ref.wav")
+    io.save(tmp_path / "e0.wav", ref[:1, :40000], fs, subtype="float")
+    io.save(tmp_path / "e1.wav", ref[1:, :48000], fs, subtype="float")
+    io.save(tmp_path / "e8k.wav", ref[1:], 8000, subtype="float")
+    io.save(tmp_path / "short_mix.wav", ref[:, :1000], fs, subtype="float")
+    base = ["evaluate", "--reference", str(d / "ref.wav"), "--estimates"]
+    e0, e1 = str(tmp_path / "e0.wav"), str(tmp_path / "e1.wav")
+    assert main([*base, e0, e1]) == 2
+    assert "lengths differ" in _error(capsys) and True
+    assert main([*base, e0, e1, "--truncate", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["samples"] == 40000
+    assert main([*base, e0, str(tmp_path / "e8k.wav")]) == 2
+    assert "at 8000 Hz" in _error(capsys)
+    both = [*base, str(d / "ref.wav")]
+    assert main([*both, "--mixture", str(d / "mix.wav"), "--ref-mic", "5"]) == 2
+    assert "--ref-mic 5 but the mixture" in _error(capsys)
+    assert main([*both, "--mixture", str(tmp_path / "short_mix.wav")]) == 2
+    assert "fewer than the" in _error(capsys)
+
+
+def test_demo_refuses_a_missing_data_folder_and_simulates_without_one(tmp_path, capsys):
+    assert main(["demo", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "d")]) == 2
+    assert "omit --data to simulate a room" in _error(capsys)
+
+
+@pytest.mark.slow
+def test_demo_simulated_room(tmp_path, capsys, monkeypatch):
+    from torchbss.cli import main as cli
+
+    monkeypatch.setattr(cli, "_default_data_dir", lambda: None)
+    assert main(["demo", "--methods", "auxiva", "--out", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr().out
-    assert code == 0
     assert "simulated room" in out and "mean SI-SDRi" in out
     assert (tmp_path / "demo" / "auxiva" / "source1.wav").is_file()
 
 
-def test_bad_input_messages(tmp_path, capsys):
-    assert main(["separate", str(tmp_path / "nope.wav")]) == 2
-    assert "audio file not found" in capsys.readouterr().err
-    io.save(tmp_path / "mono.wav", torch.zeros(1, 1000), 16000)
-    with pytest.raises(SystemExit, match="needs >= 2 mics"):
-        main(["separate", str(tmp_path / "mono.wav")])
+def test_benchmark_runs(capsys):
+    assert main(["benchmark", "--methods", "auxiva", "--mics", "2", "--seconds", "0.5"]) == 0
+    assert "real-time factor" in capsys.readouterr().out
+
+
+def test_python_dash_m_is_the_same_command():
+    out = subprocess.run(
+        [sys.executable, "-m", "torchbss", "separate", "--help"], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and "--method" in out.stdout and "--overwrite" in out.stdout

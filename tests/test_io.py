@@ -92,3 +92,76 @@ def test_bad_tensors(tmp_path):
         io.save(tmp_path / "a.wav", torch.zeros(1, 10), 16000, subtype="int12")
     with pytest.raises(ValueError, match="FLAC stores"):
         io.save(tmp_path / "a.flac", torch.zeros(1, 10), 16000, subtype="float")
+
+
+def test_float_is_never_clipped_integer_overflow_is_handled(tmp_path):
+    loud = torch.tensor([[0.5, -3.0, 2.0, 0.1]])
+    io.save(tmp_path / "f.wav", loud, 16000, subtype="float")
+    torch.testing.assert_close(io.load(tmp_path / "f.wav")[0], loud)
+    with pytest.warns(io.ClippingWarning, match="scaled by 0.3330"):
+        io.save(tmp_path / "r.wav", loud, 16000, subtype="int16")
+    back = io.load(tmp_path / "r.wav")[0]
+    torch.testing.assert_close(back, loud * 0.333, atol=1e-4, rtol=0)  # the shape is kept
+    with pytest.warns(io.ClippingWarning, match="2 samples beyond full scale were clipped"):
+        io.save(tmp_path / "c.wav", loud, 16000, subtype="int16", overflow="clip")
+    with pytest.raises(ValueError, match="exceeds full scale"):
+        io.save(tmp_path / "e.wav", loud, 16000, subtype="int16", overflow="error")
+    assert not (tmp_path / "e.wav").exists()
+
+
+def test_writes_are_atomic_and_respect_overwrite(tmp_path, monkeypatch):
+    path = tmp_path / "a.wav"
+    io.save(path, torch.zeros(1, 10), 16000)
+    assert oct(path.stat().st_mode & 0o777) != oct(0o600)  # the usual mode, not mkstemp's
+    with pytest.raises(FileExistsError, match="already exists"):
+        io.save(path, torch.ones(1, 10) * 0.5, 16000, overwrite=False)
+    import soundfile
+
+    def broken_write(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(soundfile, "write", broken_write)
+    with pytest.raises(RuntimeError, match="disk full"):
+        io.save(path, torch.ones(1, 10) * 0.5, 16000)
+    # the old file is intact and no temporary file is left behind
+    assert io.load(path)[0].abs().max() == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav"]
+
+
+def test_check_output_paths(tmp_path):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "dir.wav").mkdir()
+    with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
+        io.check_output_paths([tmp_path / "file" / "a.wav"])
+    with pytest.raises(IsADirectoryError, match="existing folder"):
+        io.check_output_paths([tmp_path / "dir.wav"])
+    with pytest.raises(ValueError, match="distinct"):
+        io.check_output_paths([tmp_path / "x.wav", tmp_path / "." / "x.wav"])
+    assert io.check_output_paths([tmp_path / "new" / "deep" / "x.wav"])  # created on write
+
+
+def test_multi_writer_streams_and_commits_only_on_success(tmp_path):
+    paths = [tmp_path / "s0.wav", tmp_path / "s1.wav"]
+    blocks = [torch.randn(2, 100) * 0.1 for _ in range(3)]
+    with io.MultiWriter(paths, 16000, subtype="float") as writer:
+        for b in blocks:
+            writer.write(b)
+    torch.testing.assert_close(io.load(paths[1])[0][0], torch.cat(blocks, -1)[1])
+    with pytest.raises(RuntimeError, match="boom"):
+        with io.MultiWriter([tmp_path / "t0.wav", tmp_path / "t1.wav"], 16000) as writer:
+            writer.write(blocks[0])
+            raise RuntimeError("boom")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s0.wav", "s1.wav"]
+    with pytest.warns(io.ClippingWarning, match="1 samples beyond full scale were clipped"):
+        with io.MultiWriter([tmp_path / "i.wav"], 16000, subtype="int16") as writer:
+            writer.write(torch.tensor([[0.5, 1.5, 0.2]]))
+
+
+def test_blocks_and_info(tmp_path):
+    x = torch.randn(3, 1000) * 0.1
+    io.save(tmp_path / "b.wav", x, 8000, subtype="float")
+    meta = io.info(tmp_path / "b.wav")
+    assert (meta.sample_rate, meta.channels, meta.frames) == (8000, 3, 1000)
+    blocks = list(io.iter_blocks(tmp_path / "b.wav", 300))
+    assert [b.shape[-1] for b in blocks] == [300, 300, 300, 100]
+    torch.testing.assert_close(torch.cat(blocks, -1), x)

@@ -9,6 +9,7 @@ import itertools
 import pytest
 import torch
 
+from torchbss.separators import SeparationResult
 from torchbss.separators.online import OnlineAuxIVA, OnlineILRMA, OnlineISNMF, state_to
 
 N_FREQ = 17
@@ -54,7 +55,7 @@ def _models(n_freq: int = N_FREQ, **kw):
     return {
         "auxiva": OnlineAuxIVA(**kw),
         "auxiva_gauss": OnlineAuxIVA(source_model="gauss", **kw),
-        "ilrma": OnlineILRMA(n_src=2, n_freq=n_freq, n_basis=3, minibatch=3, inner_iter=2, **kw),
+        "ilrma": OnlineILRMA(n_freq=n_freq, n_src=2, n_basis=3, minibatch=3, inner_iter=2, **kw),
     }
 
 
@@ -62,9 +63,16 @@ def _stream(sep, X, block: int):
     state = sep.init_state(X[..., :1])
     outs = []
     for s in range(0, X.shape[-1], block):
-        y, state = sep.step(X[..., s : s + block], state)
-        outs.append(y)
+        res = sep.step(X[..., s : s + block], state)
+        assert isinstance(res, SeparationResult)
+        outs.append(res.sources)
+        state = res.state
     return torch.cat(outs, -1), state
+
+
+def _run(sep, X, state=None):
+    res = sep(X, state)
+    return res.sources, res.state
 
 
 # ----- streaming == whole signal -----------------------------------------------------------------
@@ -75,7 +83,7 @@ def _stream(sep, X, block: int):
 def test_streaming_equals_whole_signal(name, dtype):
     X, _ = _mixture(batch=1, n_frames=70, dtype=dtype)
     sep = _models()[name]
-    Y, final = sep(X, return_state=True)
+    Y, final = _run(sep, X)
     assert Y.shape == X.shape and Y.dtype == dtype
     assert torch.isfinite(Y).all()
     for block in (1, 7, 64):
@@ -89,8 +97,8 @@ def test_streaming_equals_whole_signal(name, dtype):
 @pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
 def test_isnmf_streaming_equals_whole_signal(dtype):
     X, _ = _mixture(batch=3, n_frames=50, dtype=dtype)
-    sep = OnlineISNMF(n_src=2, n_freq=N_FREQ, n_basis=4, minibatch=3)
-    Y = sep(X[:, 0])
+    sep = OnlineISNMF(n_freq=N_FREQ, n_src=2, n_basis=4, minibatch=3)
+    Y = sep(X[:, 0]).sources
     for block in (1, 7, 64):
         Yb, _ = _stream(sep, X[:, 0], block)
         torch.testing.assert_close(Yb, Y, rtol=1e-5, atol=1e-6 * Y.abs().max().item())
@@ -99,27 +107,27 @@ def test_isnmf_streaming_equals_whole_signal(dtype):
 def test_state_survives_torch_save_mid_stream():
     X, _ = _mixture(n_frames=40, dtype=torch.complex64)
     for sep in _models().values():
-        Y = sep(X)
-        y1, state = sep.step(X[..., :13], sep.init_state(X))
+        Y = sep(X).sources
+        first = sep.step(X[..., :13], sep.init_state(X))
         buf = io.BytesIO()
-        torch.save(state, buf)
+        torch.save(first.state, buf)
         buf.seek(0)
-        loaded = torch.load(buf)
+        loaded = torch.load(buf, weights_only=True)
         assert all(isinstance(v, torch.Tensor) for v in loaded.values())
-        y2, _ = sep.step(X[..., 13:], loaded)
+        y1, y2 = first.sources, sep.step(X[..., 13:], loaded).sources
         torch.testing.assert_close(torch.cat([y1, y2], -1), Y, rtol=0, atol=0)
 
 
 def test_state_to_and_dtype_mismatch():
     X, _ = _mixture(n_frames=10, dtype=torch.complex128)
-    sep = OnlineILRMA(n_src=2, n_freq=N_FREQ, n_basis=2)
+    sep = OnlineILRMA(n_freq=N_FREQ, n_src=2, n_basis=2)
     state = sep.init_state(X)
-    with pytest.raises(TypeError, match="state has dtype torch.complex128"):
+    with pytest.raises(TypeError, match=r"state\['W'\] has dtype torch.complex128"):
         sep.step(X.to(torch.complex64), state)
     state32 = state_to(state, dtype=torch.complex64)
     assert state32["W"].dtype == torch.complex64 and state32["basis"].dtype == torch.float32
     assert state32["frame"].dtype == torch.int64
-    y, _ = sep.step(X.to(torch.complex64), state32)
+    y = sep.step(X.to(torch.complex64), state32).sources
     assert y.dtype == torch.complex64
     with pytest.raises(ValueError, match="device"):
         sep.step(X.to("meta"), state)
@@ -127,23 +135,23 @@ def test_state_to_and_dtype_mismatch():
 
 def test_batch_consistency():
     X, _ = _mixture(batch=3, n_frames=30)
-    for sep in _models().values():
-        Y = sep(X)
+    for sep in [*_models().values(), OnlineAuxIVA(n_src=2)]:
+        Y = sep(X).sources
         for b in range(3):
-            torch.testing.assert_close(sep(X[b]), Y[b], rtol=1e-10, atol=1e-10)
+            torch.testing.assert_close(sep(X[b]).sources, Y[b], rtol=1e-10, atol=1e-10)
 
 
 def test_separates_synthetic_mixture():
     X, A = _mixture(batch=1, n_frames=400)
     for name, sep in _models().items():
-        _, state = sep(X, return_state=True)
+        _, state = _run(sep, X)
         assert _sir(state["W"], A) > 20, name
 
 
 def test_overdetermined_auxiva():
     X, A = _mixture(batch=1, n_frames=150, mics=3)
     sep = OnlineAuxIVA(n_src=2)
-    Y, state = sep(X, return_state=True)
+    Y, state = _run(sep, X)
     assert Y.shape == (1, 2, N_FREQ, 150) and "C" in state
     assert _sir(state["W"], A) > 15
     Yb, _ = _stream(sep, X[..., :40], 7)
@@ -157,17 +165,22 @@ def test_overdetermined_auxiva():
     "make",
     [
         lambda **kw: OnlineAuxIVA(**kw),
-        lambda **kw: OnlineILRMA(n_src=2, n_freq=N_FREQ, n_basis=3, inner_iter=2, **kw),
-        lambda **kw: OnlineISNMF(n_src=2, n_freq=N_FREQ, n_basis=4, **kw),
+        lambda **kw: OnlineILRMA(n_freq=N_FREQ, n_src=2, n_basis=3, inner_iter=2, **kw),
+        lambda **kw: OnlineISNMF(n_freq=N_FREQ, n_src=2, n_basis=4, **kw),
     ],
 )
 def test_trainable_defaults_reproduce_plain(make):
     X, _ = _mixture(n_frames=30, dtype=torch.complex64)
     if isinstance(make(), OnlineISNMF):
         X = X[:, 0]
-    plain, trained = make(), make(trainable=True)
+    # forget=0.9: the step size max(1 - alpha, 1 / n) uses alpha from frame 10 on
+    plain, trained = make(forget=0.9), make(forget=0.9, trainable=True)
     assert len(list(plain.parameters())) == 0 and len(list(trained.parameters())) >= 2
-    torch.testing.assert_close(trained(X), plain(X), rtol=0, atol=0)
+    torch.testing.assert_close(trained(X).sources, plain(X).sources, rtol=0, atol=0)
+    # no fake parameters: every registered parameter gets a gradient (DDP needs this)
+    trained(X).sources.abs().mean().backward()
+    for name, param in trained.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
 
 
 def _random_streams(n: int, n_frames: int = 24, seed: int = 0):
@@ -183,7 +196,7 @@ def _random_streams(n: int, n_frames: int = 24, seed: int = 0):
 
 def _loss_and_grads(sep, X):
     sep.zero_grad()
-    Y = sep(X)
+    Y = sep(X).sources
     loss = (Y.abs() ** 2).mean().log1p() + Y.real.mean()
     loss.backward()
     return loss, {n: p.grad.clone() for n, p in sep.named_parameters()}
@@ -192,7 +205,7 @@ def _loss_and_grads(sep, X):
 def _check_finite_grads(n_streams: int):
     X = _random_streams(n_streams)
     sep = OnlineILRMA(
-        n_src=2, n_freq=N_FREQ, n_basis=3, inner_iter=2, trainable=True, forget_per_freq=True
+        n_freq=N_FREQ, n_src=2, n_basis=3, inner_iter=2, trainable=True, forget_per_freq=True
     )
     loss, grads = _loss_and_grads(sep, X)
     assert torch.isfinite(loss)
@@ -213,7 +226,7 @@ def test_gradients_finite_100_random_streams():
 
 def test_checkpoint_gives_identical_gradients():
     X = _random_streams(3, n_frames=20)
-    kw = dict(n_src=2, n_freq=N_FREQ, n_basis=3, trainable=True)
+    kw = dict(n_freq=N_FREQ, n_src=2, n_basis=3, trainable=True)
     _, g_plain = _loss_and_grads(OnlineILRMA(**kw), X)
     _, g_ckpt = _loss_and_grads(OnlineILRMA(checkpoint=True, checkpoint_block=6, **kw), X)
     for name in g_plain:
@@ -222,9 +235,9 @@ def test_checkpoint_gives_identical_gradients():
 
 def test_tbptt_same_output_finite_gradients():
     X = _random_streams(3, n_frames=20)
-    kw = dict(n_src=2, n_freq=N_FREQ, n_basis=3, trainable=True)
+    kw = dict(n_freq=N_FREQ, n_src=2, n_basis=3, trainable=True)
     full, cut = OnlineILRMA(**kw), OnlineILRMA(tbptt=5, **kw)
-    torch.testing.assert_close(cut(X), full(X), rtol=0, atol=0)
+    torch.testing.assert_close(cut(X).sources, full(X).sources, rtol=0, atol=0)
     _, g_full = _loss_and_grads(full, X)
     _, g_cut = _loss_and_grads(cut, X)
     assert all(torch.isfinite(g).all() for g in g_cut.values())
@@ -233,8 +246,8 @@ def test_tbptt_same_output_finite_gradients():
 
 def test_isnmf_learned_assignment_gradients():
     X, _ = _mixture(batch=2, n_frames=20, dtype=torch.complex64)
-    sep = OnlineISNMF(n_src=2, n_freq=N_FREQ, n_basis=4, learn_assignment=True, trainable=True)
-    Y = sep(X[:, 0])
+    sep = OnlineISNMF(n_freq=N_FREQ, n_src=2, n_basis=4, learn_assignment=True, trainable=True)
+    Y = sep(X[:, 0]).sources
     Y.abs().mean().backward()
     assert torch.isfinite(sep.assignment_logits.grad).all()
     assert sep.assignment_logits.grad.abs().sum() > 0
@@ -245,23 +258,25 @@ def test_isnmf_learned_assignment_gradients():
 
 def test_isnmf_masks_sum_to_one_and_reconstruct():
     X, _ = _mixture(batch=2, n_frames=30)
-    sep = OnlineISNMF(n_src=3, n_freq=N_FREQ, n_basis=6, return_masks=True)
-    Y, masks = sep(X[:, :1])  # (..., 1, freq, frames) accepted
+    sep = OnlineISNMF(n_freq=N_FREQ, n_src=3, n_basis=6)
+    res = sep(X[:, :1])  # (..., 1, freq, frames) accepted
+    Y, masks = res.sources, res.masks
     assert Y.shape == masks.shape == (2, 3, N_FREQ, 30)
     assert (masks >= 0).all()
     torch.testing.assert_close(masks.sum(-3), torch.ones(2, N_FREQ, 30, dtype=masks.dtype))
     torch.testing.assert_close(Y.sum(-3), X[:, 0])
-    assignment = torch.tensor([[1.0, 1, 0, 0], [0, 0, 1, 1]])
-    Y2 = OnlineISNMF(n_src=2, n_freq=N_FREQ, n_basis=4, assignment=assignment)(X[:, 0])
+    assignment = [[1.0, 1, 0, 0], [0, 0, 1, 1]]  # plain nested lists (config-friendly)
+    Y2 = OnlineISNMF(n_freq=N_FREQ, n_src=2, n_basis=4, assignment=assignment)(X[:, 0]).sources
     assert Y2.shape == (2, 2, N_FREQ, 30)
 
 
 # ----- bad input ----------------------------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore:ComplexHalf support is experimental")
 def test_bad_input_messages():
     X, _ = _mixture(n_frames=5, dtype=torch.complex64)
-    sep = OnlineILRMA(n_src=2, n_freq=N_FREQ, n_basis=2)
+    sep = OnlineILRMA(n_freq=N_FREQ, n_src=2, n_basis=2)
     state = sep.init_state(X)
     with pytest.raises(ValueError, match="same batch shape, number of channels"):
         sep.step(torch.cat([X, X[:, :1]], 1), state)
@@ -270,23 +285,54 @@ def test_bad_input_messages():
     with pytest.raises(ValueError, match=r"forget must be in \(0.0, 1.0\]"):
         OnlineAuxIVA(forget=1.5)
     with pytest.raises(ValueError, match=r"forget must be in \(0.0, 1.0\]"):
-        OnlineILRMA(n_src=2, n_freq=N_FREQ, forget=0.0)
+        OnlineILRMA(n_freq=N_FREQ, n_src=2, forget=0.0)
     with pytest.raises(ValueError, match="minibatch must be an integer >= 1"):
-        OnlineILRMA(n_src=2, n_freq=N_FREQ, minibatch=0)
+        OnlineILRMA(n_freq=N_FREQ, n_src=2, minibatch=0)
     with pytest.raises(ValueError, match="n_basis must be an integer >= 1"):
-        OnlineISNMF(n_src=2, n_freq=N_FREQ, n_basis=0)
+        OnlineISNMF(n_freq=N_FREQ, n_src=2, n_basis=0)
     with pytest.raises(TypeError, match="must be a complex STFT tensor"):
         sep(X.real)
     with pytest.raises(ValueError, match="n_src=3 is larger than the number of mics 2"):
         OnlineAuxIVA(n_src=3)(X)
     with pytest.raises(ValueError, match="n_src=3 is larger than the number of mics 2"):
-        OnlineILRMA(n_src=3, n_freq=N_FREQ)(X)
+        OnlineILRMA(n_freq=N_FREQ, n_src=3)(X)
     with pytest.raises(ValueError, match="frequency bins"):
-        OnlineILRMA(n_src=2, n_freq=N_FREQ + 1)(X)
+        OnlineILRMA(n_freq=N_FREQ + 1, n_src=2)(X)
     with pytest.raises(ValueError, match="unknown source_model"):
         OnlineAuxIVA(source_model="cauchy")
     with pytest.raises(TypeError, match="state must be the dict"):
         sep.step(X, [state["W"]])
+    with pytest.raises(TypeError, match="complex32"):
+        sep(torch.zeros(2, 2, N_FREQ, 3, dtype=torch.complex32))
+    with pytest.raises(ValueError, match="no frame_mask"):
+        sep.step(X, state, frame_mask=torch.ones(2, 5))
+
+
+def test_state_is_checked_against_the_separator():
+    X, _ = _mixture(n_frames=6, dtype=torch.complex64)
+    ilrma = OnlineILRMA(n_freq=N_FREQ, n_src=2, n_basis=2)
+    auxiva_state = OnlineAuxIVA().init_state(X)
+    with pytest.raises(ValueError, match=r"missing keys \['activation', 'basis'"):
+        ilrma.step(X, auxiva_state)
+    other = OnlineILRMA(n_freq=N_FREQ, n_src=2, n_basis=3).init_state(X)
+    with pytest.raises(ValueError, match=r"state\['basis'\] has shape .* expects"):
+        ilrma.step(X, other)
+    with pytest.raises(ValueError, match="unexpected keys"):
+        OnlineAuxIVA().step(X, ilrma.init_state(X))
+    poisoned = ilrma.step(X, ilrma.init_state(X)).state
+    poisoned["V"][0, 0, 3] = float("nan")
+    with pytest.raises(ValueError, match=r"state\['V'\] contains 4 NaN/inf"):
+        ilrma.step(X, poisoned)
+
+
+def test_step_with_zero_frames_returns_nothing_and_keeps_the_state():
+    X, _ = _mixture(n_frames=6, dtype=torch.complex64)
+    for sep in [*_models().values(), OnlineISNMF(n_freq=N_FREQ, n_src=2, n_basis=4)]:
+        Xi = X[:, 0] if isinstance(sep, OnlineISNMF) else X
+        state = sep.step(Xi, sep.init_state(Xi)).state
+        empty = sep.step(Xi[..., :0], state)
+        assert empty.sources.shape == (2, 2, N_FREQ, 0)
+        assert all(torch.equal(empty.state[k], state[k]) for k in state)
 
 
 # ----- NaN frames and silence --------------------------------------------------------------------
@@ -298,13 +344,13 @@ def test_nan_frame_is_skipped(name):
     sep = _models()[name]
     bad = X.clone()
     bad[0, 1, 3, 17] = float("nan")  # stream 0 only
-    Y_bad, state = sep(bad, return_state=True)
+    Y_bad, state = _run(sep, bad)
     assert all(torch.isfinite(v).all() for v in state.values())
     assert (Y_bad[0, ..., 17] == 0).all()
     # stream 0 continues as if frame 17 never arrived; stream 1 is untouched
-    Y_ref = sep(torch.cat([X[0, ..., :17], X[0, ..., 18:]], -1))
+    Y_ref = sep(torch.cat([X[0, ..., :17], X[0, ..., 18:]], -1)).sources
     torch.testing.assert_close(torch.cat([Y_bad[0, ..., :17], Y_bad[0, ..., 18:]], -1), Y_ref)
-    torch.testing.assert_close(Y_bad[1], sep(X[1]))
+    torch.testing.assert_close(Y_bad[1], sep(X[1]).sources)
     assert state["frame"].tolist() == [39, 40]
 
 
@@ -315,7 +361,7 @@ def test_long_silence_keeps_state_finite(name):
     silence = torch.zeros(1, 2, N_FREQ, 313, dtype=X.dtype)
     Xs = torch.cat([X[..., :300], silence, X[..., 300:]], -1)
     sep = _models()[name]
-    Y, state = sep(Xs, return_state=True)
+    Y, state = _run(sep, Xs)
     assert torch.isfinite(Y).all()
     assert all(torch.isfinite(v).all() for v in state.values())
     assert (Y[..., 300:613] == 0).all()
@@ -327,8 +373,8 @@ def test_isnmf_silence_and_nan():
     X, _ = _mixture(batch=1, n_frames=40, dtype=torch.complex64)
     x = torch.cat([X[:, 0, :, :20], torch.zeros(1, N_FREQ, 313), X[:, 0, :, 20:]], -1)
     x[..., 5] = float("nan")
-    sep = OnlineISNMF(n_src=2, n_freq=N_FREQ, n_basis=4)
-    Y, state = sep(x, return_state=True)
+    sep = OnlineISNMF(n_freq=N_FREQ, n_src=2, n_basis=4)
+    Y, state = _run(sep, x)
     assert torch.isfinite(Y).all() and all(torch.isfinite(v).all() for v in state.values())
 
 
@@ -350,7 +396,7 @@ def _improvement_second_half(name: str, sep) -> float:
     mix, ref = mix[:, :n].float(), ref[:, :n].float()
     window = torch.hann_window(2048, periodic=True)
     X = torch.stft(mix, 2048, 512, window=window, return_complex=True)
-    y = torch.istft(sep(X), 2048, 512, window=window, length=n)
+    y = torch.istft(sep(X).sources, 2048, 512, window=window, length=n)
     half = n // 2
     base = _si_sdr(ref[:, half:], mix[:1, half:].expand_as(ref[:, half:])).mean()
     best = max(
@@ -361,14 +407,13 @@ def _improvement_second_half(name: str, sep) -> float:
 
 
 def test_quality_online_auxiva_2x2():
-    torch.manual_seed(0)
-    assert _improvement_second_half("2x2_00", OnlineAuxIVA()) > 0.5
+    assert _improvement_second_half("2x2_01", OnlineAuxIVA()) > 2.0
 
 
 def test_quality_online_ilrma_2x2():
     # online ILRMA needs a few seconds to lock on; on the first 4 s of 2x2_00 it is still below
     # the mixture, on 2x2_01 it is well above (see the bench for all mixtures)
-    assert _improvement_second_half("2x2_01", OnlineILRMA(n_src=2, n_freq=1025)) > 1.0
+    assert _improvement_second_half("2x2_01", OnlineILRMA(n_freq=1025, n_src=2)) > 1.0
 
 
 # ----- parity with a straightforward solve-based reference ---------------------------------------
@@ -384,6 +429,7 @@ def _reference_online(X, model: str, params: dict, eps=1e-10, mb=2):
     T = params.get("basis", torch.ones(M, F, 1, dtype=X.real.dtype))
     h = torch.ones(M, T.shape[-1], dtype=X.real.dtype)
     num, den = torch.zeros_like(T), torch.zeros_like(T)
+    tiny = torch.finfo(X.real.dtype).tiny
     Y = []
     for t in range(n_frames):
         x = X[..., t]
@@ -391,12 +437,13 @@ def _reference_online(X, model: str, params: dict, eps=1e-10, mb=2):
         y = torch.einsum("fkm,mf->kf", W, x)
         p = y.abs() ** 2
         if model == "auxiva":
-            phi = p.sum(-1).clamp_min(eps).rsqrt()[:, None].expand(M, F)
+            # the batch Laplace weights: 1 / (2 r), 2 r floored at 1e-15
+            phi = (0.5 / p.sum(-1).clamp_min(1e-30 / 4).sqrt())[:, None].expand(M, F)
         else:
             r = torch.einsum("kfb,kb->kf", T, h).clamp_min(eps)
             ratio = torch.einsum("kfb,kf->kb", T, p / r**2)
             ratio = ratio / torch.einsum("kfb,kf->kb", T, 1 / r).clamp_min(eps)
-            h = (h * ratio.clamp_min(eps * eps).sqrt()).clamp_min(eps)
+            h = (h * ratio.clamp_min(tiny).sqrt()).clamp_min(eps)
             r = torch.einsum("kfb,kb->kf", T, h).clamp_min(eps)
             phi = 1 / r
         xxH = torch.einsum("mf,nf->fmn", x, x.conj())
@@ -412,7 +459,7 @@ def _reference_online(X, model: str, params: dict, eps=1e-10, mb=2):
             num = forget * num + (p / r**2)[..., None] * h[:, None, :] * T**2
             den = forget * den + (1 / r)[..., None] * h[:, None, :]
             if (t + 1) % mb == 0:
-                T = (num / den.clamp_min(eps)).clamp_min(eps * eps).sqrt()
+                T = (num / den.clamp_min(eps)).clamp_min(tiny).sqrt().clamp_min(eps)
         a = torch.linalg.inv(W)[:, 0, :]  # row ref=0 of W^{-1}: (F, M)
         Y.append(torch.einsum("fkm,mf->kf", W, x) * a.T)
     return torch.stack(Y, -1)
@@ -425,21 +472,13 @@ def test_matches_solve_based_reference_on_real_mixture(model):
     mix, _, fs = load_mixture("2x2_00")
     window = torch.hann_window(512, periodic=True, dtype=torch.float64)
     X = torch.stft(mix[:, : fs * 3 // 2], 512, 128, window=window, return_complex=True)
-    sep = OnlineAuxIVA() if model == "auxiva" else OnlineILRMA(n_src=2, n_freq=X.shape[-2])
-    Y = sep(X)
+    sep = OnlineAuxIVA() if model == "auxiva" else OnlineILRMA(n_freq=X.shape[-2], n_src=2)
+    Y = sep(X).sources
     # the module's parameters are stored in float32: give the reference the same values
-    Y_ref = _reference_online(X, model, sep._parameters_for(torch.float64))
+    params = sep.parameters_for(torch.float64)
+    if model == "ilrma":
+        params["basis"] = torch.nn.functional.softplus(sep.basis_raw[:2].double())
+    Y_ref = _reference_online(X, model, params)
     torch.testing.assert_close(Y, Y_ref, rtol=1e-9, atol=1e-10 * Y_ref.abs().max().item())
-    _, state = sep(X, return_state=True)  # the tracked inverse stays the inverse of W
+    _, state = _run(sep, X)  # the tracked inverse stays the inverse of W
     torch.testing.assert_close(state["A"], torch.linalg.inv(state["W"]), rtol=1e-9, atol=1e-9)
-
-
-def test_small_hermitian_inverse_matches_linalg():
-    from torchbss.separators._small_linalg import hermitian_inverse, pack_hermitian
-
-    g = torch.Generator().manual_seed(0)
-    for M in (1, 2, 3, 4, 5):
-        B = torch.randn(3, 9, M, M, dtype=torch.complex128, generator=g)
-        V = B @ B.mH + 0.1 * torch.eye(M)
-        inv = hermitian_inverse(*pack_hermitian(V)).movedim(-1, -3)
-        torch.testing.assert_close(inv, torch.linalg.inv(V), rtol=1e-10, atol=1e-10)

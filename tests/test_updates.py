@@ -1,4 +1,4 @@
-"""The pure spatial updates: each minimises its auxiliary function; helpers agree."""
+"""The pure spatial updates: each minimises its auxiliary function; helpers agree; one IP1."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ import torch
 
 from torchbss.updates import (
     demix,
+    diagonal_loading,
+    ip1_sweep,
     ip1_update,
     ip2_update,
     iss_update,
+    loaded_inverse,
     minimum_distortion,
     outer_products,
     projection_back,
@@ -47,7 +50,7 @@ def test_ip1_minimises_row_and_normalises():
     X, W, w = _data()
     V = weighted_covariance(X, w)
     for k in range(3):
-        W1 = ip1_update(W, V[k], k, load=0.0)
+        W1 = ip1_update(W, V[k : k + 1], [k], load=0.0)
         assert surrogate(W1, V) <= surrogate(W, V) + 1e-10
         q = torch.einsum("fm,fmn,fn->f", W1[:, k], V[k], W1[:, k].conj()).real
         torch.testing.assert_close(q, torch.ones(4, dtype=torch.float64))
@@ -61,7 +64,7 @@ def test_ip2_beats_two_ip1_steps_on_its_pair():
     X, W, w = _data(M=2)
     V = weighted_covariance(X, w)
     W2 = ip2_update(W, V[0], V[1], 0, 1, load=0.0)
-    W11 = ip1_update(ip1_update(W, V[0], 0, load=0.0), V[1], 1, load=0.0)
+    W11 = ip1_update(W, V, load=0.0)
     assert surrogate(W2, V) <= surrogate(W11, V) + 1e-10
     assert surrogate(W2, V) <= surrogate(W, V)
 
@@ -92,3 +95,48 @@ def test_scalings():
         (resid * P.conj()).sum(-1), torch.zeros(3, 4, dtype=Y.dtype), atol=1e-9, rtol=0
     )
     assert torch.isfinite(projection_back(torch.zeros_like(Y), X)).all()
+
+
+def test_ip1_sweep_tracks_the_inverse_and_matches_the_solve_form():
+    """The one IP1 (tracked inverse, frequency last) equals w_k = (W V_k)^-1 e_k normalised."""
+    from torchbss.updates.hermitian import from_freq_last, pack_hermitian, to_freq_last
+
+    X, W, w = _data(M=3)
+    V = weighted_covariance(X, w)
+    Vl = diagonal_loading(V, 1e-3)
+    Wf, Af = to_freq_last(W), to_freq_last(torch.linalg.inv(W))
+    Wf, Af = ip1_sweep(Wf, Af, loaded_inverse(*pack_hermitian(V), 1e-3, 1e-30), 1e-12)
+    W_sweep, A_sweep = from_freq_last(Wf), from_freq_last(Af)
+    torch.testing.assert_close(A_sweep, torch.linalg.inv(W_sweep), rtol=1e-9, atol=1e-10)
+    # reference: the textbook solve, row after row
+    W_ref = W.clone()
+    eye = torch.eye(3, dtype=W.dtype)
+    for k in range(3):
+        u = torch.linalg.solve(W_ref @ Vl[k], eye[:, k].expand(4, 3))
+        norm = torch.einsum("fm,fmn,fn->f", u.conj(), Vl[k], u).real.sqrt()
+        W_ref[:, k, :] = (u / norm[:, None]).conj()
+    torch.testing.assert_close(W_sweep, W_ref, rtol=1e-9, atol=1e-10)
+
+
+def test_diagonal_loading_semantics():
+    V = torch.diag_embed(torch.tensor([[4.0, 2.0], [0.0, 0.0]], dtype=torch.float64))
+    L = diagonal_loading(V, 0.5, floor=1e-3)
+    # relative to the mean diagonal (3), with an absolute floor for all-zero matrices
+    torch.testing.assert_close(L[0].diagonal(), torch.tensor([5.5, 3.5], dtype=torch.float64))
+    torch.testing.assert_close(L[1].diagonal(), torch.tensor([5e-4, 5e-4], dtype=torch.float64))
+    assert diagonal_loading(V, 0.0) is V
+    # a tensor load (e.g. a trainable one) broadcasts over the leading dims and passes gradients
+    load = torch.tensor(0.5, requires_grad=True)
+    diagonal_loading(V, load, floor=1e-3).sum().backward()
+    assert load.grad is not None and load.grad > 0
+
+
+def test_small_hermitian_inverse_matches_linalg():
+    from torchbss.updates.hermitian import hermitian_inverse, pack_hermitian
+
+    g = torch.Generator().manual_seed(0)
+    for M in (1, 2, 3, 4, 5):
+        B = torch.randn(3, 9, M, M, dtype=torch.complex128, generator=g)
+        V = B @ B.mH + 0.1 * torch.eye(M)
+        inv = hermitian_inverse(*pack_hermitian(V)).movedim(-1, -3)
+        torch.testing.assert_close(inv, torch.linalg.inv(V), rtol=1e-10, atol=1e-10)

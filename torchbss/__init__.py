@@ -15,10 +15,11 @@ from torchbss.separators import (
     OnlineILRMA,
     OnlineISNMF,
     SeparationResult,
+    Separator,
 )
 from torchbss.signal import STFT, Normalize, apply_chunked, derive_stems
 from torchbss.source_models import NMF, Gauss, Laplace, SourceModel
-from torchbss.updates import minimum_distortion, projection_back
+from torchbss.updates import IP1, IP2, ISS, minimum_distortion, projection_back
 
 __version__ = "0.1.0"
 
@@ -32,7 +33,11 @@ __all__ = [
     "OnlineAuxIVA",
     "OnlineILRMA",
     "OnlineISNMF",
+    "Separator",
     "SeparationResult",
+    "IP1",
+    "IP2",
+    "ISS",
     "SourceModel",
     "Laplace",
     "Gauss",
@@ -51,14 +56,18 @@ __all__ = [
     "updates",
     "source_models",
     "io",
+    "plot",
+    "report",
+    "inference",
+    "export",
     "__version__",
 ]
 
 
 def __getattr__(name: str):
-    # soundfile is optional: import torchbss.io only when asked for
-    if name == "io":
+    # optional dependencies (soundfile, matplotlib) are imported only when asked for
+    if name in ("io", "plot", "report", "inference", "export"):
         import importlib
 
-        return importlib.import_module("torchbss.io")
+        return importlib.import_module(f"torchbss.{name}")
     raise AttributeError(f"module 'torchbss' has no attribute {name!r}")

@@ -20,6 +20,7 @@ __all__ = [
     "check_positive_int",
     "check_range",
     "check_choice",
+    "check_bool",
 ]
 
 
@@ -84,6 +85,11 @@ def check_complex(x: torch.Tensor, name: str) -> torch.Tensor:
             f"{name} must be a complex STFT tensor (complex64 or complex128), got {x.dtype}; "
             "compute it with torchbss.STFT first"
         )
+    if x.dtype == torch.complex32:
+        raise TypeError(
+            f"{name} has dtype complex32, which is not supported (too few digits for the "
+            f"covariance solves); convert it with {name}.to(torch.complex64)"
+        )
     return x
 
 
@@ -142,3 +148,78 @@ def check_choice(value: str, name: str, choices: Sequence[str]) -> str:
     if value not in choices:
         raise ValueError(f"unknown {name} {value!r}; valid options are {sorted(choices)}")
     return value
+
+
+def check_bool(value: object, name: str) -> bool:
+    """Check that ``value`` is ``True`` or ``False`` (not a truthy number or string)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Signals, sample rates and eps (metrics, losses)
+# --------------------------------------------------------------------------------------------
+
+__all__ += ["check_signal", "check_signal_pair", "check_sample_rate", "check_eps"]
+
+
+def check_signal(
+    x: object, name: str, layout: str = "(..., samples)", min_ndim: int = 1
+) -> torch.Tensor:
+    """Check a real, finite, floating point signal with at least one sample.
+
+    Args:
+        x: the object to check.
+        name: argument name used in the error message.
+        layout: human-readable expected layout, e.g. ``"(..., sources, samples)"``.
+        min_ndim: minimum number of dimensions.
+
+    Returns:
+        ``x`` unchanged.
+    """
+    x = check_tensor(x, name, min_ndim=min_ndim, layout=layout, min_last=1)
+    check_real_float(x, name)
+    check_finite(x, name)
+    return x
+
+
+def check_signal_pair(
+    reference: object, estimate: object, layout: str = "(..., samples)", min_ndim: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check a ``(reference, estimate)`` pair of same-shape signals (see :func:`check_signal`).
+
+    Returns:
+        ``(reference, estimate)`` cast to their common (promoted) dtype.
+    """
+    reference = check_signal(reference, "reference", layout, min_ndim)
+    estimate = check_signal(estimate, "estimate", layout, min_ndim)
+    check_same_shape(reference, estimate)
+    dtype = torch.promote_types(reference.dtype, estimate.dtype)
+    return reference.to(dtype), estimate.to(dtype)
+
+
+def check_sample_rate(sample_rate: object) -> float:
+    """Check that ``sample_rate`` is a finite positive number of Hz; return it as a float."""
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float)):
+        raise TypeError(f"sample_rate must be a positive number in Hz, got {sample_rate!r}")
+    if not 0 < sample_rate < float("inf"):
+        raise ValueError(f"sample_rate must be a positive number in Hz, got {sample_rate}")
+    return float(sample_rate)
+
+
+def check_eps(eps: object, dtype: torch.dtype) -> float:
+    """Check a positive ``eps``; None gives the machine epsilon of ``dtype``.
+
+    Args:
+        eps: a positive number, or None.
+        dtype: floating point dtype whose ``torch.finfo(dtype).eps`` is the default.
+
+    Returns:
+        ``eps`` as a float.
+    """
+    if eps is None:
+        return float(torch.finfo(dtype).eps)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+        raise ValueError(f"eps must be a positive float (or None for the dtype's eps), got {eps!r}")
+    return float(eps)

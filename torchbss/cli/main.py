@@ -1,21 +1,148 @@
-"""The ``torchbss`` command line: demo, separate, evaluate, benchmark, train.
+"""The ``torchbss`` command line: demo, separate, evaluate, benchmark, train, eval.
 
-Run ``torchbss <command> --help`` (or ``python -m torchbss.cli.main``) for the options.
+Run ``torchbss <command> --help`` (or ``python -m torchbss <command> --help``) for the options.
+Every error is reported in one line (``error: ...``, exit status 2) before any work is done
+where it can be checked up front (input files, output locations, devices, arguments).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "METHODS"]
 
-METHODS = ("auxiva", "ilrma", "online-auxiva", "online-ilrma")
+#: ``--method`` names and the separator class each builds (its own defaults apply)
+METHODS = {
+    "auxiva": "torchbss.separators.AuxIVA",
+    "ilrma": "torchbss.separators.ILRMA",
+    "online-auxiva": "torchbss.separators.OnlineAuxIVA",
+    "online-ilrma": "torchbss.separators.OnlineILRMA",
+}
+#: methods backed by a trained model shipped inside the package (torchbss/assets)
+SHIPPED = {}
+
+
+class CLIError(Exception):
+    """A user error reported as one line."""
+
+
+# ----------------------------------------------------------------------------- argument types
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return value
+
+
+def _mics(text: str) -> int:
+    value = _positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(
+            f"expected >= 2 mics (blind source separation), got {value}"
+        )
+    return value
+
+
+# ----------------------------------------------------------------------------- shared pieces
+def resolve_device(name: str) -> torch.device:
+    """A torch device from its name, checked to exist on this machine."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise CLIError(f"unknown device {name!r}: {err}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CLIError(
+            f"--device {name}: this torch build has no usable CUDA device "
+            f"(torch {torch.__version__}); use --device cpu"
+        )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise CLIError(f"--device {name}: MPS is not available on this machine; use --device cpu")
+    return device
+
+
+def build_separator(method: str, *, n_src: int | None, n_iter: int | None, ref_mic: int,
+                    n_freq: int) -> torch.nn.Module:  # fmt: skip
+    """The separator for ``--method``: its class with only the options the user gave."""
+    from torchbss.export import instantiate
+
+    if method not in METHODS:
+        raise CLIError(
+            f"unknown method {method!r}; choose from {sorted(METHODS) + sorted(SHIPPED)}"
+        )
+    config: dict = {"_target_": METHODS[method], "ref_mic": ref_mic}
+    if n_src is not None:
+        config["n_src"] = n_src
+    if n_iter is not None:
+        if method.startswith("online"):
+            raise CLIError(f"--n-iter does not apply to {method} (it processes each frame once)")
+        config["n_iter"] = n_iter
+    if method == "online-ilrma":
+        config["n_freq"] = n_freq
+    return instantiate(config)
+
+
+def _load_waveform_separator(args: argparse.Namespace, n_mics: int, device: torch.device):
+    """The :class:`WaveformSeparator` of ``separate``: a method or an exported checkpoint."""
+    from torchbss.export import load_separator
+    from torchbss.inference import WaveformSeparator
+
+    checkpoint = args.checkpoint
+    if args.method in SHIPPED:
+        checkpoint = SHIPPED[args.method]
+    if checkpoint is not None:
+        wsep, _ = load_separator(checkpoint, map_location=device)
+        sep = wsep.separator
+        for name, value in (("n_src", args.n_src), ("n_iter", args.n_iter)):
+            if value is not None:
+                raise CLIError(
+                    f"--{name.replace('_', '-')} cannot change a trained checkpoint "
+                    f"({checkpoint}); it was trained with its own setting"
+                )
+        if args.n_fft is not None or args.hop is not None:
+            raise CLIError(f"--n-fft/--hop cannot change a trained checkpoint ({checkpoint})")
+        expected = getattr(sep, "n_src", None)
+        if expected is not None and expected > n_mics:
+            raise CLIError(
+                f"checkpoint {checkpoint} separates {expected} sources but the input has "
+                f"{n_mics} channels"
+            )
+        return wsep.to(device)
+    n_fft = args.n_fft or 2048
+    hop = args.hop or 512
+    sep = build_separator(
+        args.method, n_src=args.n_src, n_iter=args.n_iter, ref_mic=args.ref_mic,
+        n_freq=n_fft // 2 + 1,
+    )  # fmt: skip
+    return WaveformSeparator(sep, n_fft=n_fft, hop_length=hop).to(device)
 
 
 def _default_data_dir() -> Path | None:
@@ -28,69 +155,6 @@ def _default_data_dir() -> Path | None:
     return None
 
 
-def make_separator(
-    method: str,
-    *,
-    n_src: int,
-    n_freq: int,
-    n_iter: int | None = None,
-    ref_mic: int = 0,
-    params: str | None = None,
-) -> torch.nn.Module:
-    """Build a separator module by name (one of :data:`METHODS`)."""
-    from torchbss.separators import ILRMA, AuxIVA, OnlineAuxIVA, OnlineILRMA
-
-    if method == "auxiva":
-        return AuxIVA(
-            n_iter=n_iter or 100,
-            update="ip2" if n_src == 2 else "ip1",
-            source_model="laplace",
-            n_src=n_src,
-            ref_mic=ref_mic,
-        )
-    if method == "ilrma":
-        return ILRMA(n_iter=n_iter or 100, n_basis=2, n_src=n_src, ref_mic=ref_mic, seed=0)
-    if method == "online-auxiva":
-        return OnlineAuxIVA(n_src=n_src, ref_mic=ref_mic)
-    if method == "online-ilrma":
-        sep = OnlineILRMA(n_src=n_src, n_freq=n_freq, ref_mic=ref_mic)
-        if params:
-            from torchbss.training.online_ilrma import load_online_ilrma
-
-            sep = load_online_ilrma(params, n_src=n_src, ref_mic=ref_mic)
-        return sep
-    raise ValueError(f"unknown method {method!r}; valid options are {list(METHODS)}")
-
-
-def separate_waveform(
-    mixture: torch.Tensor,
-    method: str = "auxiva",
-    *,
-    n_src: int | None = None,
-    n_fft: int = 2048,
-    hop_length: int = 512,
-    n_iter: int | None = None,
-    ref_mic: int = 0,
-    params: str | None = None,
-) -> torch.Tensor:
-    """Separate a ``(..., mics, samples)`` waveform; returns ``(..., sources, samples)``."""
-    from torchbss.signal import STFT
-
-    stft = STFT(n_fft=n_fft, hop_length=hop_length).to(mixture.device)
-    X = stft(mixture)
-    sep = make_separator(
-        method,
-        n_src=n_src or mixture.shape[-2],
-        n_freq=X.shape[-2],
-        n_iter=n_iter,
-        ref_mic=ref_mic,
-        params=params,
-    ).to(mixture.device)
-    with torch.no_grad():
-        Y = sep(X)
-    return stft.inverse(Y, length=mixture.shape[-1])
-
-
 def _print_table(rows: list[dict], columns: list[str]) -> None:
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
@@ -99,12 +163,23 @@ def _print_table(rows: list[dict], columns: list[str]) -> None:
         print("| " + " | ".join(cells) + " |")
 
 
+# ----------------------------------------------------------------------------- commands
 def cmd_demo(args: argparse.Namespace) -> int:
     """Separate a reverberant 2-speaker mixture, write wavs, print SI-SDR improvements."""
     from torchbss import io
-    from torchbss.metrics import si_sdr
+    from torchbss.inference import WaveformSeparator
+    from torchbss.metrics import si_sdr, solve_permutation
 
-    data = Path(args.data) if args.data else _default_data_dir()
+    if args.data is not None:
+        data = Path(args.data)
+        mix_path = data / "mixtures" / f"{args.mixture}_mix.flac"
+        if not mix_path.is_file():
+            raise CLIError(
+                f"--data {args.data}: no mixture {mix_path} (expected <data>/mixtures/"
+                f"{args.mixture}_mix.flac and _ref.flac); omit --data to simulate a room"
+            )
+    else:
+        data = _default_data_dir()
     if data is not None and (data / "mixtures" / f"{args.mixture}_mix.flac").is_file():
         mix, fs = io.load(data / "mixtures" / f"{args.mixture}_mix.flac")
         ref, _ = io.load(data / "mixtures" / f"{args.mixture}_ref.flac")
@@ -118,25 +193,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
         mix, ref = room.mixture.float(), room.images.float()
         origin = f"simulated room (RT60 {room.rt60:.2f} s) with the bundled speech"
-    print(f"mixture: {origin}; {mix.shape[0]} mics, {mix.shape[1] / fs:.1f} s at {fs} Hz")
     out = Path(args.out)
     n_src = ref.shape[0]
+    paths = [out / "mixture.wav"] + [
+        out / m / f"source{k}.wav" for m in args.methods for k in range(n_src)
+    ]
+    io.check_output_paths(paths, overwrite=args.overwrite)
+    print(f"mixture: {origin}; {mix.shape[0]} mics, {mix.shape[1] / fs:.1f} s at {fs} Hz")
     base = si_sdr(ref, mix[:1].expand_as(ref))
     rows = []
     for method in args.methods:
-        t0 = time.perf_counter()
-        est = separate_waveform(mix.double(), method, n_src=n_src).float()
-        elapsed = time.perf_counter() - t0
-        # match each estimate to a reference (best permutation by SI-SDR)
-        from itertools import permutations
-
-        best = max(
-            permutations(range(n_src)), key=lambda p: float(si_sdr(ref, est[list(p)]).mean())
+        sep = WaveformSeparator(
+            build_separator(method, n_src=n_src, n_iter=None, ref_mic=0, n_freq=1025)
         )
-        est = est[list(best)]
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            est = sep(mix.double()).sources.float()
+        elapsed = time.perf_counter() - t0
+        est = est[solve_permutation(ref, est)]
         score = si_sdr(ref, est)
         for k in range(n_src):
-            io.save(out / method / f"source{k}.wav", est[k : k + 1], fs)
+            io.save(out / method / f"source{k}.wav", est[k : k + 1], fs, overwrite=True)
         rows.append(
             {
                 "method": method,
@@ -145,173 +222,272 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 "time (s)": elapsed,
             }
         )
-    io.save(out / "mixture.wav", mix, fs)
+    io.save(out / "mixture.wav", mix, fs, overwrite=True)
     _print_table(rows, list(rows[0]))
     print(f"wrote {out}/<method>/source*.wav and {out}/mixture.wav")
     return 0
 
 
 def cmd_separate(args: argparse.Namespace) -> int:
-    """Separate an audio file into ``n_src`` wav files."""
+    """Separate a multichannel audio file into one file per source."""
     from torchbss import io
+    from torchbss.inference import separate_file
+    from torchbss.separators import OnlineSeparator
 
-    mix, fs = io.load(args.input)
-    if mix.shape[0] < 2:
-        raise SystemExit(
-            f"error: {args.input} has {mix.shape[0]} channel; multichannel BSS needs >= 2 mics"
+    meta = io.info(args.input)
+    if meta.channels < 2:
+        raise CLIError(
+            f"{args.input} has {meta.channels} channel; multichannel BSS needs >= 2 mics"
         )
-    device = torch.device(args.device)
-    t0 = time.perf_counter()
-    est = separate_waveform(
-        mix.to(device),
-        args.method,
-        n_src=args.n_src,
-        n_fft=args.n_fft,
-        hop_length=args.hop,
-        n_iter=args.n_iter,
-        ref_mic=args.ref_mic,
-        params=args.params,
-    ).cpu()
-    elapsed = time.perf_counter() - t0
+    if args.ref_mic >= meta.channels:
+        raise CLIError(f"--ref-mic {args.ref_mic} but {args.input} has {meta.channels} channels")
+    if args.n_src is not None and args.n_src > meta.channels:
+        raise CLIError(
+            f"--n-src {args.n_src} sources need at least as many mics; {args.input} has "
+            f"{meta.channels} channels"
+        )
+    device = resolve_device(args.device)
+    wsep = _load_waveform_separator(args, meta.channels, device)
+    n_src = wsep.separator.num_sources(meta.channels)
     out = Path(args.out)
     stem = Path(args.input).stem
-    for k in range(est.shape[0]):
-        io.save(out / f"{stem}_source{k}.wav", est[k : k + 1].float(), fs, subtype=args.subtype)
+    paths = [out / f"{stem}_source{k}.wav" for k in range(n_src)]
+    io.check_output_paths(paths, overwrite=args.overwrite)
+    t0 = time.perf_counter()
+    online = isinstance(wsep.separator, OnlineSeparator)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", io.ClippingWarning)
+        if online:  # streamed: flat memory for any length
+            separate_file(
+                wsep, args.input, paths, block_seconds=args.block_seconds,
+                subtype=args.subtype, overwrite=args.overwrite, device=device,
+            )  # fmt: skip
+        else:
+            mix, fs = io.load(args.input)
+            with torch.inference_mode():
+                est = wsep(mix.to(device)).sources.cpu()
+            for k, path in enumerate(paths):
+                io.save(path, est[k : k + 1].float(), fs, subtype=args.subtype,
+                        overwrite=args.overwrite)  # fmt: skip
+    for w in caught:
+        if issubclass(w.category, io.ClippingWarning):
+            print(f"note: {w.message}", file=sys.stderr)
+    elapsed = time.perf_counter() - t0
+    how = "streamed" if online else "whole file"
     print(
-        f"separated {args.input} ({mix.shape[0]} mics, {mix.shape[1] / fs:.1f} s) into "
-        f"{est.shape[0]} sources with {args.method} in {elapsed:.2f} s -> {out}/"
+        f"separated {args.input} ({meta.channels} mics, {meta.frames / meta.sample_rate:.1f} s) "
+        f"into {n_src} sources with {args.checkpoint or args.method} ({how}) in "
+        f"{elapsed:.2f} s -> {out}/"
     )
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score estimates against references (SDR, SI-SDR, BSS-eval with permutation)."""
+    import json
+
     from torchbss import io
     from torchbss.metrics import bss_eval_sdr, si_sdr
 
     ref, fs = io.load(args.reference, dtype=torch.float64)
-    ests = [io.load(p, dtype=torch.float64) for p in args.estimates]
-    for path, (_, fs_e) in zip(args.estimates, ests):
+    ests = []
+    for path in args.estimates:
+        est, fs_e = io.load(path, dtype=torch.float64)
         if fs_e != fs:
-            raise SystemExit(f"error: {path} is at {fs_e} Hz, the reference at {fs} Hz")
-    est = torch.cat([e for e, _ in ests], dim=0)
-    n = min(ref.shape[-1], est.shape[-1])
-    ref, est = ref[:, :n], est[:, :n]
+            raise CLIError(f"{path} is at {fs_e} Hz but the reference {args.reference} at {fs} Hz")
+        ests.append((path, est))
+    lengths = {est.shape[-1] for _, est in ests}
+    if len(lengths) > 1 or ref.shape[-1] not in lengths:
+        desc = ", ".join(f"{p}: {e.shape[-1]}" for p, e in ests)
+        if not args.truncate:
+            raise CLIError(
+                f"lengths differ (reference {args.reference}: {ref.shape[-1]} samples; {desc}); "
+                "pass --truncate to score the common part"
+            )
+    n = min([ref.shape[-1]] + [e.shape[-1] for _, e in ests])
+    est = torch.cat([e[:, :n] for _, e in ests], dim=0)
+    ref = ref[:, :n]
     if est.shape[0] != ref.shape[0]:
-        raise SystemExit(
-            f"error: {est.shape[0]} estimated channels for {ref.shape[0]} reference channels"
+        raise CLIError(f"{est.shape[0]} estimated channels for {ref.shape[0]} reference channels")
+    mix = None
+    if args.mixture:
+        mix, fs_m = io.load(args.mixture, dtype=torch.float64)
+        if fs_m != fs:
+            raise CLIError(f"mixture {args.mixture} is at {fs_m} Hz, the reference at {fs} Hz")
+        if not 0 <= args.ref_mic < mix.shape[0]:
+            raise CLIError(
+                f"--ref-mic {args.ref_mic} but the mixture {args.mixture} has {mix.shape[0]} "
+                "channels"
+            )
+        if mix.shape[-1] < n:
+            raise CLIError(
+                f"mixture {args.mixture} has {mix.shape[-1]} samples, fewer than the "
+                f"{n} samples scored"
+            )
+    if n < args.filter_length:
+        raise CLIError(
+            f"only {n} samples to score; need at least --filter-length {args.filter_length}"
         )
     sdr, sir, sar, perm = bss_eval_sdr(ref, est, filter_length=args.filter_length)
     est = est[perm]
-    result = {
+    scores = {
         "sdr_db": sdr.tolist(),
         "sir_db": sir.tolist(),
         "sar_db": sar.tolist(),
         "si_sdr_db": si_sdr(ref, est).tolist(),
-        "permutation": perm.tolist(),
     }
-    if args.mixture:
-        mix, _ = io.load(args.mixture, dtype=torch.float64)
+    if mix is not None:
         base = si_sdr(ref, mix[args.ref_mic : args.ref_mic + 1, :n].expand_as(ref))
-        result["si_sdri_db"] = (si_sdr(ref, est) - base).tolist()
-    print(json.dumps(result, indent=2))
+        scores["si_sdri_db"] = (si_sdr(ref, est) - base).tolist()
+    result = {**scores, "permutation": perm.tolist(), "samples": n}
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        print(json.dumps(result, indent=2))
+    else:
+        rows = [
+            {"source": k, "estimate": str(perm[k].item()), **{c: v[k] for c, v in scores.items()}}
+            for k in range(ref.shape[0])
+        ]
+        rows.append({"source": "mean", "estimate": "",
+                     **{c: sum(v) / len(v) for c, v in scores.items()}})  # fmt: skip
+        _print_table(rows, list(rows[0]))
+    if args.output:
+        Path(args.output).write_text(json.dumps(result, indent=2))
     return 0
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
     """Time the separators on a synthetic mixture (a quick, self-contained benchmark)."""
-    torch.manual_seed(0)
+    from torchbss.inference import WaveformSeparator
+
     if args.threads:
         torch.set_num_threads(args.threads)
+    gen = torch.Generator().manual_seed(0)
     fs = 16000
     rows = []
     for n_mics in args.mics:
-        x = torch.randn(args.batch, n_mics, int(args.seconds * fs))
+        x = torch.randn(args.batch, n_mics, int(args.seconds * fs), generator=gen)
         for method in args.methods:
-            separate_waveform(x, method)  # warm-up
-            t0 = time.perf_counter()
-            for _ in range(args.repeat):
-                separate_waveform(x, method)
-            dt = (time.perf_counter() - t0) / args.repeat
-            rows.append(
-                {
-                    "method": method,
-                    "mics": n_mics,
-                    "seconds": args.seconds,
-                    "time (s)": dt,
-                    "real-time factor": dt / args.seconds,
-                }
+            sep = WaveformSeparator(
+                build_separator(method, n_src=None, n_iter=None, ref_mic=0, n_freq=1025)
             )
+            with torch.inference_mode():
+                sep(x)  # warm-up
+                t0 = time.perf_counter()
+                for _ in range(args.repeat):
+                    sep(x)
+            dt = (time.perf_counter() - t0) / args.repeat
+            rows.append({"method": method, "mics": n_mics, "batch": args.batch,
+                         "seconds": args.seconds, "time (s)": dt,
+                         "real-time factor": dt / (args.seconds * args.batch)})  # fmt: skip
     _print_table(rows, list(rows[0]))
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    """Fine-tune online ILRMA end to end (delegates to :mod:`torchbss.training`)."""
-    from torchbss.training.online_ilrma import main as train_main
+def cmd_hydra(args: argparse.Namespace) -> int:
+    """``train`` / ``eval``: forward the Hydra overrides to the entry point."""
+    try:
+        from torchbss.lightning.entry import run
+    except ImportError as err:
+        raise CLIError(
+            f"`torchbss {args.command}` needs the training extra: pip install 'torchbss[train]' "
+            f"({err})"
+        ) from None
+    return run(args.command, args.overrides)
 
-    return train_main(args.rest)
 
-
+# ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="torchbss", description=__doc__)
+    parser = argparse.ArgumentParser(prog="torchbss", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    methods = sorted(METHODS) + sorted(SHIPPED)
 
     p = sub.add_parser("demo", help="separate a reverberant speech mixture and score it")
     p.add_argument("--out", default="out/demo", help="output folder for the wavs")
-    p.add_argument("--data", default=None, help="shared data folder (default: ../shared/data)")
+    p.add_argument("--data", default=None, help="shared data folder (default: ../shared/data "
+                   "when present, else a simulated room)")  # fmt: skip
     p.add_argument("--mixture", default="2x2_00", help="mixture name in <data>/mixtures")
-    p.add_argument("--methods", nargs="+", default=["auxiva", "ilrma"], choices=METHODS)
+    p.add_argument("--methods", nargs="+", default=["auxiva", "ilrma"], choices=sorted(METHODS))
     p.add_argument("--seed", type=int, default=0, help="room seed when simulating")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("separate", help="separate a multichannel audio file")
     p.add_argument("input", help="multichannel .wav/.flac/.ogg file")
-    p.add_argument("--out", default="out/separated")
-    p.add_argument("--method", default="auxiva", choices=METHODS)
-    p.add_argument("--n-src", type=int, default=None, help="number of sources (default: mics)")
-    p.add_argument("--n-iter", type=int, default=None)
-    p.add_argument("--n-fft", type=int, default=2048)
-    p.add_argument("--hop", type=int, default=512)
-    p.add_argument("--ref-mic", type=int, default=0)
+    p.add_argument("--out", default="out/separated", help="output folder")
+    p.add_argument("--method", default="auxiva", choices=methods)
+    p.add_argument("--checkpoint", "--params", dest="checkpoint", default=None,
+                   help="an exported trained separator (.pt) instead of --method")  # fmt: skip
+    p.add_argument("--n-src", type=_positive_int, default=None,
+                   help="number of sources (default: the separator's, i.e. mics)")  # fmt: skip
+    p.add_argument("--n-iter", type=_nonnegative_int, default=None,
+                   help="iterations of a batch method (default: the method's own)")  # fmt: skip
+    p.add_argument("--n-fft", type=_positive_int, default=None, help="STFT size (default 2048)")
+    p.add_argument("--hop", type=_positive_int, default=None, help="STFT hop (default 512)")
+    p.add_argument("--ref-mic", type=_nonnegative_int, default=0)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    p.add_argument("--subtype", default="int16", help="output sample format")
-    p.add_argument("--params", default=None, help="trained online-ILRMA parameters (.pt)")
+    p.add_argument("--subtype", default="float", help="output sample format: float (default, "
+                   "never clipped), int16, int24, ...")  # fmt: skip
+    p.add_argument("--block-seconds", type=_positive_float, default=10.0,
+                   help="block length when streaming an online method")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.set_defaults(func=cmd_separate)
 
     p = sub.add_parser("evaluate", help="score estimates against reference signals")
     p.add_argument("--reference", required=True, help="file with one reference per channel")
     p.add_argument("--estimates", required=True, nargs="+", help="estimate file(s)")
     p.add_argument("--mixture", default=None, help="mixture file, for SI-SDR improvement")
-    p.add_argument("--ref-mic", type=int, default=0)
-    p.add_argument("--filter-length", type=int, default=512)
-    p.add_argument("--json", default=None, help="also write the scores to this file")
+    p.add_argument("--ref-mic", type=_nonnegative_int, default=0)
+    p.add_argument("--filter-length", type=_positive_int, default=512)
+    p.add_argument("--truncate", action="store_true",
+                   help="score the common part when lengths differ (else an error)")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--output", default=None, help="also write the scores as JSON to this file")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("benchmark", help="time the separators on a synthetic mixture")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    p.add_argument("--mics", nargs="+", type=int, default=[2, 4])
-    p.add_argument("--seconds", type=float, default=10.0)
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--repeat", type=int, default=1)
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--methods", nargs="+", default=sorted(METHODS), choices=sorted(METHODS))
+    p.add_argument("--mics", nargs="+", type=_mics, default=[2, 4])
+    p.add_argument("--seconds", type=_positive_float, default=10.0)
+    p.add_argument("--batch", type=_positive_int, default=1)
+    p.add_argument("--repeat", type=_positive_int, default=1)
+    p.add_argument("--threads", type=_nonnegative_int, default=0)
     p.set_defaults(func=cmd_benchmark)
 
-    p = sub.add_parser("train", help="fine-tune online ILRMA end to end (see --help)")
-    p.add_argument("rest", nargs=argparse.REMAINDER, help="options of the training script")
-    p.set_defaults(func=cmd_train)
+    for name, text in (("train", "train a model (Hydra overrides, e.g. experiment=neural_auxiva)"),
+                       ("eval", "evaluate a trained model (Hydra overrides)")):  # fmt: skip
+        p = sub.add_parser(name, help=text, add_help=False)
+        p.add_argument("overrides", nargs=argparse.REMAINDER,
+                       help="Hydra overrides and flags (--help, -m, --cfg job)")  # fmt: skip
+        p.set_defaults(func=cmd_hydra)
     return parser
 
 
+USER_ERRORS = (
+    CLIError,
+    FileNotFoundError,
+    FileExistsError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+    ValueError,
+    TypeError,
+    ImportError,
+    OSError,
+)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (2 for user errors)."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError, TypeError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except USER_ERRORS as err:
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

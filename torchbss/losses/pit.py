@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from torchbss._validation import check_choice, check_positive_int, check_tensor
-from torchbss.losses.sdr import _REDUCTIONS, _reduce, negative_si_sdr
-from torchbss.metrics.sdr import solve_permutation
+from torchbss.losses.sdr import REDUCTIONS, negative_si_sdr, reduce_loss
+from torchbss.metrics.permutation import apply_permutation, solve_permutation
 
 __all__ = ["pit", "PITLoss", "PITResult", "pairwise_loss_matrix", "apply_permutation"]
 
@@ -90,33 +90,6 @@ def pairwise_loss_matrix(
     return losses
 
 
-def apply_permutation(estimate: torch.Tensor, permutation: torch.Tensor) -> torch.Tensor:
-    """Reorder estimates so that ``result[..., j, :]`` is the estimate matched to reference j.
-
-    Args:
-        estimate: estimates, shape ``(*lead, n_est, *rest)``.
-        permutation: estimate index per reference, shape ``(*lead, n_ref)`` (as returned by
-            :func:`pit` or :func:`torchbss.metrics.bss_eval_sdr`).
-
-    Returns:
-        Reordered estimates, shape ``(*lead, n_ref, *rest)``.
-    """
-    check_tensor(permutation, "permutation", min_ndim=1, layout="(*lead, n_ref)")
-    dim = permutation.ndim - 1
-    check_tensor(estimate, "estimate", min_ndim=dim + 1, layout="(*lead, n_est, *rest)")
-    if estimate.shape[:dim] != permutation.shape[:-1]:
-        raise ValueError(
-            f"permutation {tuple(permutation.shape)} must have the leading dimensions of "
-            f"estimate {tuple(estimate.shape)} (everything before the sources dimension)"
-        )
-    if permutation.dtype not in (torch.int64, torch.int32):
-        raise TypeError(f"permutation must be an integer tensor, got {permutation.dtype}")
-    rest = estimate.shape[dim + 1 :]
-    index = permutation.long().reshape(*permutation.shape, *(1,) * len(rest))
-    index = index.expand(*permutation.shape, *rest)
-    return estimate.gather(dim, index)
-
-
 def pit(
     loss_fn: LossFn | None,
     estimate: torch.Tensor,
@@ -145,7 +118,7 @@ def pit(
         >>> perm[0]
         tensor([1, 2, 0])
     """
-    check_choice(reduction, "reduction", _REDUCTIONS)
+    check_choice(reduction, "reduction", REDUCTIONS)
     check_positive_int(max_exhaustive, "max_exhaustive")
     loss_fn = _default_loss() if loss_fn is None else loss_fn
     check_tensor(estimate, "estimate", min_ndim=3, layout="(batch, n_est, *signal)")
@@ -159,7 +132,7 @@ def pit(
     by_reference = pairwise.transpose(1, 2)  # (batch, n_ref, n_est)
     permutation = solve_permutation(by_reference, maximize=False, max_exhaustive=max_exhaustive)
     matched = by_reference.gather(2, permutation[..., None])[..., 0]  # (batch, n_ref)
-    return PITResult(_reduce(matched.mean(-1), reduction), permutation)
+    return PITResult(reduce_loss(matched.mean(-1), reduction), permutation)
 
 
 class PITLoss(nn.Module):
@@ -179,7 +152,7 @@ class PITLoss(nn.Module):
     ) -> None:
         super().__init__()
         self.loss_fn = _default_loss() if loss_fn is None else loss_fn
-        self.reduction = check_choice(reduction, "reduction", _REDUCTIONS)
+        self.reduction = check_choice(reduction, "reduction", REDUCTIONS)
         self.max_exhaustive = check_positive_int(max_exhaustive, "max_exhaustive")
 
     def forward(self, estimate: torch.Tensor, reference: torch.Tensor) -> PITResult:

@@ -9,17 +9,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from torchbss._validation import check_choice
-from torchbss.metrics.sdr import _check_pair, _resolve_eps, sdr, si_sdr
+from torchbss._validation import check_choice, check_eps, check_signal_pair
+from torchbss.metrics.sdr import sdr, si_sdr
 
-__all__ = ["negative_sdr", "negative_si_sdr", "NegSDR", "NegSISDR"]
+__all__ = ["negative_sdr", "negative_si_sdr", "NegSDR", "NegSISDR", "reduce_loss", "REDUCTIONS"]
 
-_REDUCTIONS = ("mean", "sum", "none")
+REDUCTIONS = ("mean", "sum", "none")
 
 
-def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
+def reduce_loss(loss: torch.Tensor, reduction: str) -> torch.Tensor:
     """Apply ``reduction`` in ``{"mean", "sum", "none"}`` to a per-item loss."""
-    check_choice(reduction, "reduction", _REDUCTIONS)
+    check_choice(reduction, "reduction", REDUCTIONS)
     if reduction == "mean":
         return loss.mean()
     if reduction == "sum":
@@ -49,7 +49,7 @@ def negative_si_sdr(
     Returns:
         The loss, a scalar or ``(...)`` for ``reduction="none"``.
     """
-    return _reduce(-si_sdr(reference, estimate, zero_mean=zero_mean, eps=eps), reduction)
+    return reduce_loss(-si_sdr(reference, estimate, zero_mean=zero_mean, eps=eps), reduction)
 
 
 def negative_sdr(
@@ -83,14 +83,14 @@ def negative_sdr(
         The loss, a scalar or ``(...)`` for ``reduction="none"``.
     """
     if soft_threshold_db is None:
-        return _reduce(-sdr(reference, estimate, eps=eps), reduction)
-    reference, estimate = _check_pair(reference, estimate)
-    eps = _resolve_eps(eps, reference.dtype)
+        return reduce_loss(-sdr(reference, estimate, eps=eps), reduction)
+    reference, estimate = check_signal_pair(reference, estimate)
+    eps = check_eps(eps, reference.dtype)
     tau = 10.0 ** (-float(soft_threshold_db) / 10.0)
     signal = reference.square().sum(-1)
     error = (reference - estimate).square().sum(-1)
     loss = 10.0 * torch.log10(error + tau * signal + eps) - 10.0 * torch.log10(signal + eps)
-    return _reduce(loss, reduction)
+    return reduce_loss(loss, reduction)
 
 
 class NegSISDR(nn.Module):
@@ -102,7 +102,7 @@ class NegSISDR(nn.Module):
         super().__init__()
         self.zero_mean = zero_mean
         self.eps = eps
-        self.reduction = check_choice(reduction, "reduction", _REDUCTIONS)
+        self.reduction = check_choice(reduction, "reduction", REDUCTIONS)
 
     def forward(self, estimate: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         return negative_si_sdr(
@@ -122,7 +122,7 @@ class NegSDR(nn.Module):
         super().__init__()
         self.soft_threshold_db = soft_threshold_db
         self.eps = eps
-        self.reduction = check_choice(reduction, "reduction", _REDUCTIONS)
+        self.reduction = check_choice(reduction, "reduction", REDUCTIONS)
 
     def forward(self, estimate: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         return negative_sdr(

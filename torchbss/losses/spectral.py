@@ -7,10 +7,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from torchbss._validation import check_choice
-from torchbss.losses.sdr import _REDUCTIONS, _reduce
-from torchbss.metrics.sdr import _check_pair
-from torchbss.metrics.spectral import _stft_magnitude
+from torchbss._validation import check_choice, check_signal_pair
+from torchbss.losses.sdr import REDUCTIONS, reduce_loss
+from torchbss.metrics.spectral import stft_magnitude
 
 __all__ = ["multi_resolution_stft_l1", "MultiResolutionSTFTLoss", "DEFAULT_RESOLUTIONS"]
 
@@ -60,15 +59,15 @@ def multi_resolution_stft_l1(
     Returns:
         The loss, a scalar or ``(...)`` for ``reduction="none"``.
     """
-    reference, estimate = _check_pair(reference, estimate)
+    reference, estimate = check_signal_pair(reference, estimate)
     check_choice(mode, "mode", _MODES)
-    check_choice(reduction, "reduction", _REDUCTIONS)
+    check_choice(reduction, "reduction", REDUCTIONS)
     pairs = _check_resolutions(resolutions)
     tiny = float(torch.finfo(reference.dtype).tiny)
     total = reference.new_zeros(reference.shape[:-1])
     for n_fft, hop_length in pairs:
-        ref_mag = _stft_magnitude(reference, n_fft, hop_length, eps=tiny)
-        est_mag = _stft_magnitude(estimate, n_fft, hop_length, eps=tiny)
+        ref_mag = stft_magnitude(reference, n_fft, hop_length, eps=tiny)
+        est_mag = stft_magnitude(estimate, n_fft, hop_length, eps=tiny)
         if mode == "mag":
             total = total + (ref_mag - est_mag).abs().mean((-2, -1))
             continue
@@ -77,7 +76,7 @@ def multi_resolution_stft_l1(
         )
         log_l1 = (ref_mag.clamp_min(eps).log() - est_mag.clamp_min(eps).log()).abs()
         total = total + convergence + log_l1.mean((-2, -1))
-    return _reduce(total / len(pairs), reduction)
+    return reduce_loss(total / len(pairs), reduction)
 
 
 class MultiResolutionSTFTLoss(nn.Module):
@@ -94,7 +93,7 @@ class MultiResolutionSTFTLoss(nn.Module):
         self.resolutions = _check_resolutions(resolutions)
         self.mode = check_choice(mode, "mode", _MODES)
         self.eps = eps
-        self.reduction = check_choice(reduction, "reduction", _REDUCTIONS)
+        self.reduction = check_choice(reduction, "reduction", REDUCTIONS)
 
     def forward(self, estimate: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         return multi_resolution_stft_l1(

@@ -12,11 +12,19 @@ from typing import NamedTuple
 
 import torch
 
-from torchbss._validation import check_choice, check_positive_int
-from torchbss.metrics.sdr import _check_pair, _check_sample_rate, _check_signal
-from torchbss.signal.stft import _stft
+from torchbss._validation import (
+    check_choice,
+    check_positive_int,
+    check_sample_rate,
+    check_signal,
+    check_signal_pair,
+)
+from torchbss.signal.stft import stft
 
 __all__ = [
+    "stft_magnitude",
+    "hz_to_mel",
+    "mel_to_hz",
     "l1",
     "l1_freq",
     "mel_filterbank",
@@ -34,22 +42,43 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 
 
-def _stft_magnitude(x: torch.Tensor, n_fft: int, hop_length: int, eps: float = 0.0) -> torch.Tensor:
-    """Magnitude STFT ``(..., samples) -> (..., n_fft // 2 + 1, frames)``.
+def stft_magnitude(x: torch.Tensor, n_fft: int, hop_length: int, eps: float = 0.0) -> torch.Tensor:
+    """Magnitude STFT of real signals of any layout: ``(..., samples) -> (..., freq, frames)``.
 
     Periodic Hann window of ``n_fft`` samples, centred frames with zero padding (so any
-    signal length works). ``eps > 0`` returns ``sqrt(|X|^2 + eps)``, whose gradient stays
-    finite at zero magnitude. Uses the signal core's STFT (:func:`torchbss.signal.stft.stft`).
+    signal length works), computed by the signal core's :func:`torchbss.signal.stft`.
+
+    Args:
+        x: real signals, shape ``(..., samples)``.
+        n_fft: FFT size (>= 2), also the window length.
+        hop_length: hop between frames (``1 <= hop_length <= n_fft``).
+        eps: if > 0, return ``sqrt(|X|^2 + eps)``, whose gradient stays finite at zero
+            magnitude (use a tiny value such as ``torch.finfo(dtype).tiny``).
+
+    Returns:
+        Magnitudes, shape ``(..., n_fft // 2 + 1, frames)``, the real dtype of ``x``.
     """
     check_positive_int(n_fft, "n_fft", minimum=2)
     check_positive_int(hop_length, "hop_length")
-    spec = _stft(x, n_fft, hop_length, None)  # signal core, without its (channels, samples) check
+    lead = x.shape[:-1]
+    spec = stft(x.reshape(-1, x.shape[-1]), n_fft, hop_length)  # (items, freq, frames)
+    spec = spec.reshape(*lead, *spec.shape[-2:])
     if eps > 0:
         return (spec.real.square() + spec.imag.square() + eps).sqrt()
     return spec.abs()
 
 
-def _hz_to_mel(freq: torch.Tensor, scale: str) -> torch.Tensor:
+def hz_to_mel(freq: torch.Tensor, scale: str = "slaney") -> torch.Tensor:
+    """Frequency in Hz to mel (see :func:`mel_filterbank` for the two scales).
+
+    Args:
+        freq: frequencies in Hz, any shape.
+        scale: ``"slaney"`` (linear below 1 kHz, logarithmic above) or ``"htk"``.
+
+    Returns:
+        Mel values, same shape.
+    """
+    check_choice(scale, "mel scale", ("slaney", "htk"))
     if scale == "htk":
         return 2595.0 * torch.log10(1.0 + freq / 700.0)
     # Slaney (Auditory Toolbox): linear below 1 kHz (200/3 Hz per mel), logarithmic above.
@@ -59,7 +88,17 @@ def _hz_to_mel(freq: torch.Tensor, scale: str) -> torch.Tensor:
     return torch.where(freq >= 1000.0, log_part, linear)
 
 
-def _mel_to_hz(mel: torch.Tensor, scale: str) -> torch.Tensor:
+def mel_to_hz(mel: torch.Tensor, scale: str = "slaney") -> torch.Tensor:
+    """Mel to frequency in Hz, the inverse of :func:`hz_to_mel`.
+
+    Args:
+        mel: mel values, any shape.
+        scale: ``"slaney"`` or ``"htk"``.
+
+    Returns:
+        Frequencies in Hz, same shape.
+    """
+    check_choice(scale, "mel scale", ("slaney", "htk"))
     if scale == "htk":
         return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
     log_step = math.log(6.4) / 27.0
@@ -102,7 +141,7 @@ def mel_filterbank(
     Returns:
         Filterbank of shape ``(n_mels, n_fft // 2 + 1)``; apply as ``fb @ magnitude``.
     """
-    sample_rate = _check_sample_rate(sample_rate)
+    sample_rate = check_sample_rate(sample_rate)
     check_positive_int(n_fft, "n_fft", minimum=2)
     check_positive_int(n_mels, "n_mels")
     check_choice(scale, "mel scale", ("slaney", "htk"))
@@ -113,12 +152,12 @@ def mel_filterbank(
         raise ValueError(f"need 0 <= f_min < f_max, got f_min={f_min} and f_max={f_max}")
     fft_freqs = torch.linspace(0.0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
     mel_edges = torch.linspace(
-        float(_hz_to_mel(torch.tensor(f_min, dtype=torch.float64), scale)),
-        float(_hz_to_mel(torch.tensor(f_max, dtype=torch.float64), scale)),
+        float(hz_to_mel(torch.tensor(f_min, dtype=torch.float64), scale)),
+        float(hz_to_mel(torch.tensor(f_max, dtype=torch.float64), scale)),
         n_mels + 2,
         dtype=torch.float64,
     )
-    edges = _mel_to_hz(mel_edges, scale)  # (n_mels + 2,)
+    edges = mel_to_hz(mel_edges, scale)  # (n_mels + 2,)
     lower, center, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
     rising = (fft_freqs - lower) / (center - lower)
     falling = (upper - fft_freqs) / (upper - center)
@@ -159,9 +198,9 @@ def mel_spectrogram_db(
     Returns:
         dB values, shape ``(..., n_mels, frames)``.
     """
-    x = _check_signal(x, "x", "(..., samples)", 2 if pool_channels else 1)
-    sample_rate = _check_sample_rate(sample_rate)
-    magnitude = _stft_magnitude(x, n_fft, hop_length)
+    x = check_signal(x, "x", "(..., samples)", 2 if pool_channels else 1)
+    sample_rate = check_sample_rate(sample_rate)
+    magnitude = stft_magnitude(x, n_fft, hop_length)
     fb = mel_filterbank(n_fft, n_mels, sample_rate, dtype=x.dtype, device=x.device)
     mel = torch.matmul(fb, magnitude)
     db = 20.0 * torch.log10(mel.clamp_min(amin))
@@ -187,7 +226,7 @@ def l1(reference: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:
     Returns:
         Mean absolute error, shape ``(...)`` (lower is better).
     """
-    reference, estimate = _check_pair(reference, estimate)
+    reference, estimate = check_signal_pair(reference, estimate)
     return (reference - estimate).abs().mean(-1)
 
 
@@ -208,10 +247,10 @@ def l1_freq(
     Returns:
         Mean absolute magnitude error, shape ``(...)`` (lower is better).
     """
-    reference, estimate = _check_pair(reference, estimate)
+    reference, estimate = check_signal_pair(reference, estimate)
     eps = float(torch.finfo(reference.dtype).tiny)
-    ref_mag = _stft_magnitude(reference, n_fft, hop_length, eps=eps)
-    est_mag = _stft_magnitude(estimate, n_fft, hop_length, eps=eps)
+    ref_mag = stft_magnitude(reference, n_fft, hop_length, eps=eps)
+    est_mag = stft_magnitude(estimate, n_fft, hop_length, eps=eps)
     return (ref_mag - est_mag).abs().mean((-2, -1))
 
 
@@ -241,7 +280,7 @@ def mel_db_difference(
     Returns:
         Mean absolute dB difference, shape ``(...)`` (lower is better, 0 for identical input).
     """
-    reference, estimate = _check_pair(reference, estimate)
+    reference, estimate = check_signal_pair(reference, estimate)
     kwargs = dict(n_fft=n_fft, hop_length=hop_length, n_mels=n_mels, top_db=top_db)
     ref_db = mel_spectrogram_db(reference, sample_rate, **kwargs)
     est_db = mel_spectrogram_db(estimate, sample_rate, **kwargs)
@@ -295,7 +334,7 @@ def bleedless_fullness(
         :class:`BleedlessFullness` ``(bleedless, fullness)``, each of shape ``(...)``
         (``(...)`` without the channel dimension if ``pool_channels``).
     """
-    reference, estimate = _check_pair(reference, estimate, min_ndim=2 if pool_channels else 1)
+    reference, estimate = check_signal_pair(reference, estimate, min_ndim=2 if pool_channels else 1)
     kwargs = dict(
         n_fft=n_fft,
         hop_length=hop_length,

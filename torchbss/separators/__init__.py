@@ -1,28 +1,29 @@
-"""Blind source separators: batch AuxIVA and ILRMA, online AuxIVA, ILRMA and IS-NMF."""
+"""Separators, one contract for all (:mod:`torchbss.separators.base`): batch AuxIVA and ILRMA,
+online AuxIVA, ILRMA and IS-NMF."""
 
 from torchbss.separators.auxiva import AuxIVA
-from torchbss.separators.base import (
-    IP1,
-    IP2,
-    ISS,
-    IterativeSeparator,
-    SeparationResult,
-    SpatialUpdate,
-)
+from torchbss.separators.base import Callback, SeparationResult, Separator
 from torchbss.separators.ilrma import ILRMA
-from torchbss.separators.online import OnlineAuxIVA, OnlineILRMA, OnlineISNMF, state_to
+from torchbss.separators.iterative import IterativeSeparator, IterativeState
+from torchbss.separators.online import (
+    OnlineAuxIVA,
+    OnlineILRMA,
+    OnlineISNMF,
+    OnlineSeparator,
+    state_to,
+)
 
 __all__ = [
+    "Separator",
+    "SeparationResult",
+    "Callback",
+    "IterativeSeparator",
+    "IterativeState",
+    "OnlineSeparator",
     "AuxIVA",
     "ILRMA",
     "OnlineAuxIVA",
     "OnlineILRMA",
     "OnlineISNMF",
     "state_to",
-    "IterativeSeparator",
-    "SeparationResult",
-    "SpatialUpdate",
-    "IP1",
-    "IP2",
-    "ISS",
 ]

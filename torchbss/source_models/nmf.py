@@ -1,9 +1,21 @@
-"""Low-rank (NMF) source model of ILRMA: ``lambda_kft = sum_b T_kfb V_kbt``.
+"""Low-rank (IS-NMF) source model: ``lambda_kft = sum_b T_kfb H_kbt``, batch and online.
 
-Each source has its own Itakura-Saito NMF of its power spectrogram, updated with the
-multiplicative rules of Kitamura et al. (a majorisation-minimisation step, so it never increases
-the cost ``sum_{k,f} mean_t (|y|^2 / lambda + log lambda)``). The weights of the spatial update
-are ``phi = 1 / lambda``.
+Each source has its own Itakura-Saito NMF of its power spectrogram ``P = |y|^2``. The
+multiplicative updates are majorisation-minimisation steps of the IS divergence (Nakano et
+al. 2010; exponent 1/2), so they never increase the cost
+``sum_{k,f} mean_t (P / lambda + log lambda)``; the weights of the spatial update are
+``phi = 1 / lambda``.
+
+The two updates are written once and serve both paths:
+
+* activations: ``H <- H * (T^T (P / R^2) / T^T (1 / R)) ** exponent`` with ``R = T H``
+  (:func:`nmf_activation_update`; batch ILRMA: all frames, exponent 1/2; online: the current
+  frame only, Lefevre et al. 2011 use exponent 1);
+* bases: the auxiliary function of the IS divergence majorised at ``T`` is
+  ``sum A / T' + B T'`` with the sufficient statistics ``A = ((P / R^2) H^T) * T^2`` and
+  ``B = (1 / R) H^T`` (:func:`nmf_basis_statistics`), minimised by ``T' = sqrt(A / B)``
+  (:func:`basis_from_statistics`). The batch update uses the statistics of all frames; the
+  online update decays and accumulates them over frames (Lefevre et al. 2011).
 
 References:
     D. Kitamura, N. Ono, H. Sawada, H. Kameoka and H. Saruwatari, "Determined blind source
@@ -12,6 +24,8 @@ References:
     M. Nakano, H. Kameoka, J. Le Roux, Y. Kitano, N. Ono and S. Sagayama, "Convergence-guaranteed
     multiplicative algorithms for nonnegative matrix factorization with beta-divergence",
     MLSP 2010.
+    A. Lefevre, F. Bach and C. Fevotte, "Online algorithms for nonnegative matrix factorization
+    with the Itakura-Saito divergence", WASPAA 2011.
 """
 
 from __future__ import annotations
@@ -22,7 +36,16 @@ import torch
 
 from torchbss.source_models.base import SourceModel, masked_frame_mean, power
 
-__all__ = ["NMF", "NMFState", "nmf_init", "nmf_update"]
+__all__ = [
+    "NMF",
+    "NMFState",
+    "nmf_init",
+    "nmf_activation_update",
+    "nmf_basis_statistics",
+    "basis_from_statistics",
+    "nmf_update",
+    "needs_graph",
+]
 
 
 @dataclass
@@ -31,18 +54,14 @@ class NMFState:
 
     Attributes:
         basis: ``(..., sources, freq, n_basis)`` non-negative spectral bases ``T``.
-        activations: ``(..., sources, n_basis, frames)`` non-negative activations ``V``.
-        stale_scale: ``(..., sources)`` or ``None``; only set by ILRMA's
-            ``normalize="pyroomacoustics"``: pyroomacoustics 0.10.1 rescales the variance but
-            not its cached inverse, so its next basis update uses ``stale_scale**2 / (T V)``.
+        activations: ``(..., sources, n_basis, frames)`` non-negative activations ``H``.
     """
 
     basis: torch.Tensor
     activations: torch.Tensor
-    stale_scale: torch.Tensor | None = None
 
     def variance(self, eps: float = 0.0) -> torch.Tensor:
-        """Model variance ``lambda = T V`` ``(..., sources, freq, frames)``, floored at ``eps``."""
+        """Model variance ``lambda = T H`` ``(..., sources, freq, frames)``, floored at ``eps``."""
         lam = self.basis @ self.activations
         return lam.clamp_min(eps) if eps > 0 else lam
 
@@ -57,39 +76,139 @@ def nmf_init(
     device: torch.device | str | None = None,
     generator: torch.Generator | None = None,
 ) -> NMFState:
-    """Random NMF initialisation, uniform in ``[0.1, 1)`` (as in Kitamura's reference code).
+    """Random NMF factors, uniform in ``[0.1, 1)`` (as in Kitamura's reference code).
+
+    The numbers are drawn in float64 on the CPU for the shape of one mixture
+    ``(sources, ...)`` and then cast and broadcast over the leading batch dims, so a mixture
+    gets the same initial factors alone or inside a batch, in float32 or float64.
 
     Args:
         shape: leading shape ``(..., sources)``.
         n_freq, n_frames, n_basis: sizes of the factors.
         dtype: real dtype of the factors.
-        device: device of the factors (the random numbers are drawn on the generator's device).
-        generator: the random generator (``None`` draws from a fresh, randomly seeded one, so the
-            global RNG is never touched).
+        device: device of the factors.
+        generator: a CPU random generator (``None``: a fresh, randomly seeded one, so the global
+            RNG is never touched).
 
     Returns:
         An :class:`NMFState` with ``basis (..., sources, freq, n_basis)`` and
-        ``activations (..., sources, n_basis, frames)``.
+        ``activations (..., sources, n_basis, frames)`` (contiguous).
     """
     if generator is None:
         generator = torch.Generator()
         generator.seed()
-    gen_device = generator.device
-    basis = torch.rand(*shape, n_freq, n_basis, generator=generator, dtype=dtype, device=gen_device)
-    act = torch.rand(*shape, n_frames, n_basis, generator=generator, dtype=dtype, device=gen_device)
-    basis = (0.1 + 0.9 * basis).to(device)
-    act = (0.1 + 0.9 * act).to(device).transpose(-1, -2)
-    return NMFState(basis=basis, activations=act)
+    n_src = shape[-1]
+    draw = {"generator": generator, "dtype": torch.float64, "device": generator.device}
+    basis = 0.1 + 0.9 * torch.rand(n_src, n_freq, n_basis, **draw)
+    act = 0.1 + 0.9 * torch.rand(n_src, n_frames, n_basis, **draw)
+    basis = basis.to(device=device, dtype=dtype).expand(*shape, n_freq, n_basis)
+    act = act.transpose(-1, -2).to(device=device, dtype=dtype).expand(*shape, n_basis, n_frames)
+    return NMFState(basis=basis.contiguous(), activations=act.contiguous())
 
 
-def _safe_sqrt(x: torch.Tensor) -> torch.Tensor:
-    """``sqrt(x)`` with a zero (not infinite) gradient at ``x == 0`` (silent bins)."""
-    return x.clamp_min(torch.finfo(x.dtype).tiny).sqrt()
-
-
-def _needs_graph(*tensors: torch.Tensor | None) -> bool:
+def needs_graph(*tensors: torch.Tensor | float | None) -> bool:
     """Whether autograd records operations on any of ``tensors`` (then no in-place updates)."""
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    return torch.is_grad_enabled() and any(
+        isinstance(t, torch.Tensor) and t.requires_grad for t in tensors
+    )
+
+
+def _ratio_terms(
+    P: torch.Tensor, T: torch.Tensor, H: torch.Tensor, eps: float, inplace: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(P / R^2, 1 / R)`` with ``R = max(T H, eps)``; fresh buffers reused in place if allowed."""
+    if inplace:
+        inv_r = torch.matmul(T, H).clamp_min_(eps).reciprocal_()
+        return torch.mul(P, inv_r).mul_(inv_r), inv_r
+    inv_r = 1.0 / (T @ H).clamp_min(eps)
+    return P * inv_r * inv_r, inv_r
+
+
+def _ratio_power(ratio: torch.Tensor, exponent: float | torch.Tensor) -> torch.Tensor:
+    """``max(ratio, tiny) ** exponent`` (a plain square root for the MM exponent 1/2)."""
+    ratio = ratio.clamp_min(torch.finfo(ratio.dtype).tiny)
+    if isinstance(exponent, float) and exponent == 0.5:
+        return ratio.sqrt()
+    return ratio.pow(exponent)
+
+
+def _frame_mask_like(frame_mask: torch.Tensor | None, P: torch.Tensor) -> torch.Tensor | None:
+    if frame_mask is None:
+        return None
+    m = frame_mask.to(P.dtype)
+    return m.reshape(m.shape[:-1] + (1,) * (P.ndim - m.ndim) + m.shape[-1:])
+
+
+def nmf_activation_update(
+    P: torch.Tensor,
+    T: torch.Tensor,
+    H: torch.Tensor,
+    exponent: float | torch.Tensor = 0.5,
+    eps: float = 1e-15,
+) -> torch.Tensor:
+    """One multiplicative IS-NMF update of the activations, bases fixed.
+
+    ``H <- max(H * (T^T (P / R^2) / T^T (1 / R)) ** exponent, eps)``, ``R = max(T H, eps)``.
+
+    Args:
+        P: ``(..., freq, frames)`` observed power.
+        T: ``(..., freq, n_basis)`` bases.
+        H: ``(..., n_basis, frames)`` activations.
+        exponent: ``1/2`` (majorisation-minimisation) or another float / tensor.
+        eps: floor of ``R`` and of the new activations.
+
+    Returns:
+        ``(..., n_basis, frames)`` new activations.
+    """
+    a, inv_r = _ratio_terms(P, T, H, eps, inplace=not needs_graph(P, T, H))
+    Tt = T.transpose(-1, -2)
+    if H.shape[-1] == 1:  # one frame (online): both products in one matmul
+        num, den = (Tt @ torch.cat([a, inv_r], -1)).unbind(-1)
+        num, den = num.unsqueeze(-1), den.unsqueeze(-1)
+    else:
+        num, den = Tt @ a, Tt @ inv_r
+    return (H * _ratio_power(num / den.clamp_min(eps), exponent)).clamp_min(eps)
+
+
+def nmf_basis_statistics(
+    P: torch.Tensor,
+    T: torch.Tensor,
+    H: torch.Tensor,
+    eps: float = 1e-15,
+    frame_mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sufficient statistics ``A = ((P / R^2) H^T) * T^2``, ``B = (1 / R) H^T`` of the bases.
+
+    Args:
+        P: ``(..., freq, frames)`` observed power.
+        T: ``(..., freq, n_basis)`` bases at which the IS divergence is majorised.
+        H: ``(..., n_basis, frames)`` activations.
+        eps: floor of ``R = T H``.
+        frame_mask: optional ``(batch..., frames)`` mask; invalid frames do not count.
+
+    Returns:
+        ``(A, B)``, each ``(..., freq, n_basis)``.
+    """
+    m = _frame_mask_like(frame_mask, P)
+    a, inv_r = _ratio_terms(P, T, H, eps, inplace=not needs_graph(P, T, H))
+    if m is not None:
+        a, inv_r = a * m, inv_r * m
+    Ht = H.transpose(-1, -2)
+    return (a @ Ht) * (T * T), inv_r @ Ht
+
+
+def basis_from_statistics(A: torch.Tensor, B: torch.Tensor, eps: float = 1e-15) -> torch.Tensor:
+    """Minimiser ``T = max(sqrt(A / B), eps)`` of the auxiliary function ``sum A / T + B T``.
+
+    Args:
+        A, B: ``(..., freq, n_basis)`` statistics from :func:`nmf_basis_statistics` (summed or
+            decayed over frames).
+        eps: floor of ``B`` and of the bases.
+
+    Returns:
+        ``(..., freq, n_basis)`` bases.
+    """
+    return _ratio_power(A / B.clamp_min(eps), 0.5).clamp_min(eps)
 
 
 def nmf_update(
@@ -97,17 +216,9 @@ def nmf_update(
     state: NMFState,
     frame_mask: torch.Tensor | None = None,
     eps: float = 1e-15,
-    return_weights: bool = False,
-) -> NMFState | tuple[NMFState, torch.Tensor]:
-    """One multiplicative IS-NMF update of the bases, then of the activations.
-
-    ``T <- T sqrt(((P / R^2) V^T) / ((1 / R) V^T))``, then the same for ``V`` with ``R = T V``
-    recomputed in between; every factor and ``R`` are floored at ``eps``.
-
-    Every product is a real batched matmul over ``(..., sources)`` on contiguous
-    ``(freq, n_basis) x (n_basis, frames)`` factors. When autograd does not record (no input
-    requires grad, or grad mode is off) the full-size ``(freq, frames)`` temporaries are reused
-    in place (two buffers per call); otherwise the same math runs out of place.
+) -> NMFState:
+    """One batch IS-NMF iteration: the bases from all frames' statistics, then the activations,
+    then each basis rescaled to unit mean (its activations take the scale; ``lambda`` unchanged).
 
     Args:
         P: ``(..., sources, freq, frames)`` power spectrogram ``|y|^2`` of the estimates.
@@ -115,74 +226,32 @@ def nmf_update(
         frame_mask: optional ``(batch..., frames)`` mask; invalid frames are ignored in the
             basis update (their activations are updated but never used).
         eps: floor of the factors and of the variance.
-        return_weights: also return ``1 / max(T V, eps)`` of the updated factors (the ILRMA
-            weights), computed in the same buffers.
 
     Returns:
-        The updated :class:`NMFState`, and the weights ``(..., sources, freq, frames)`` when
-        ``return_weights``.
+        The updated :class:`NMFState`.
     """
-    T, V = state.basis, state.activations
-    if frame_mask is not None:
-        m = frame_mask.to(P.dtype)
-        m = m.reshape(m.shape[:-1] + (1,) * (P.ndim - m.ndim) + m.shape[-1:])
-    else:
-        m = None
-    inplace = not _needs_graph(P, T, V, state.stale_scale)
-    s2 = None if state.stale_scale is None else (state.stale_scale**2)[..., None, None]
-    Vt = V.transpose(-1, -2)
-    # bases: num = (P / R^2) V^T, den = (1 / R) V^T
-    if inplace:
-        iR = torch.matmul(T, V).clamp_min_(eps).reciprocal_()
-        if s2 is not None:
-            iR.mul_(s2)
-        a = torch.mul(P, iR).mul_(iR)
-        if m is not None:
-            a.mul_(m)
-            iR.mul_(m)
-    else:
-        iR = 1.0 / (T @ V).clamp_min(eps)
-        if s2 is not None:
-            iR = iR * s2
-        a = P * iR * iR
-        if m is not None:
-            a, iR = a * m, iR * m
-    num = a @ Vt
-    den = iR @ Vt
-    T = (T * _safe_sqrt(num / den.clamp_min(eps))).clamp_min(eps)
-    Tt = T.transpose(-1, -2)
-    # activations: num = T^T (P / R^2), den = T^T (1 / R)
-    if inplace:
-        torch.matmul(T, V, out=iR).clamp_min_(eps).reciprocal_()
-        torch.mul(P, iR, out=a).mul_(iR)
-    else:
-        iR = 1.0 / (T @ V).clamp_min(eps)
-        a = P * iR * iR
-    num = Tt @ a
-    den = Tt @ iR
-    V = (V * _safe_sqrt(num / den.clamp_min(eps))).clamp_min(eps)
-    new = NMFState(basis=T, activations=V)
-    if not return_weights:
-        return new
-    if inplace:
-        weights = torch.matmul(T, V, out=a).clamp_min_(eps).reciprocal_()
-    else:
-        weights = 1.0 / (T @ V).clamp_min(eps)
-    return new, weights
+    A, B = nmf_basis_statistics(P, state.basis, state.activations, eps, frame_mask)
+    T = basis_from_statistics(A, B, eps)
+    H = nmf_activation_update(P, T, state.activations, 0.5, eps)
+    # the split of lambda = T H between T and H is free (both updates are equivariant to
+    # T -> T c, H -> H / c): keep each basis at unit mean so the split cannot drift to overflow
+    # (it does where a source is nulled, e.g. a duplicated mic in float32)
+    c = T.mean(-2, keepdim=True)  # (..., 1, n_basis)
+    return NMFState(basis=T / c, activations=H * c.transpose(-1, -2))
 
 
 class NMF(SourceModel):
     """ILRMA's low-rank source model with multiplicative updates and explicit state.
 
     ``forward`` updates the factors from the current estimates and returns
-    ``phi = 1 / max(T V, eps)``.
+    ``phi = 1 / max(T H, eps)``.
 
     Args:
         n_basis: number of NMF bases per source.
-        eps: floor of the factors and of the variance (pyroomacoustics uses ``1e-15`` too).
+        eps: floor of the factors and of the variance.
         seed: seed of the random initialisation (a fresh ``torch.Generator`` is seeded on every
             call, so separating the same input twice gives the same result; ``None`` draws a
-            random seed). Pass ``source_state=NMFState(...)`` to the separator to warm start.
+            random seed). Pass a separator state to warm start instead.
 
     Example:
         >>> import torch
@@ -194,12 +263,16 @@ class NMF(SourceModel):
         (torch.Size([2, 4, 6]), torch.Size([2, 4, 3]))
     """
 
-    def __init__(self, n_basis: int = 10, eps: float = 1e-15, seed: int | None = 0) -> None:
+    def __init__(self, n_basis: int = 2, eps: float = 1e-15, seed: int | None = 0) -> None:
         super().__init__()
         if isinstance(n_basis, bool) or not isinstance(n_basis, int) or n_basis < 1:
             raise ValueError(f"n_basis must be an integer >= 1, got {n_basis!r}")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+            raise ValueError(f"eps must be a float > 0, got {eps!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"seed must be an integer or None, got {seed!r}")
         self.n_basis = n_basis
-        self.eps = eps
+        self.eps = float(eps)
         self.seed = seed
 
     def init_state(
@@ -221,14 +294,31 @@ class NMF(SourceModel):
             generator=generator,
         )
 
+    def check_state(self, state: object, Y: torch.Tensor) -> NMFState:
+        """Validate a state passed in by the user against estimates ``Y``."""
+        if not isinstance(state, NMFState):
+            raise TypeError(f"the NMF source state must be an NMFState, got {type(state).__name__}")
+        expected_b = Y.shape[:-1] + (self.n_basis,)
+        expected_h = Y.shape[:-2] + (self.n_basis, Y.shape[-1])
+        if state.basis.shape != expected_b or state.activations.shape != expected_h:
+            raise ValueError(
+                f"NMFState has basis {tuple(state.basis.shape)} and activations "
+                f"{tuple(state.activations.shape)}; for estimates of shape {tuple(Y.shape)} and "
+                f"n_basis={self.n_basis} expected {expected_b} and {expected_h}"
+            )
+        return state
+
     def forward(
         self, Y: torch.Tensor, state: NMFState | None = None, frame_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, NMFState]:
         """Update the factors on ``|Y|^2``; weights ``(..., sources, freq, frames)``."""
         if state is None:
             state = self.init_state(Y, frame_mask)
-        state, weights = nmf_update(power(Y), state, frame_mask, self.eps, return_weights=True)
-        return weights, state
+        state = nmf_update(power(Y), state, frame_mask, self.eps)
+        lam = state.variance()
+        if needs_graph(lam):
+            return 1.0 / lam.clamp_min(self.eps), state
+        return lam.clamp_min_(self.eps).reciprocal_(), state
 
     def cost(
         self, Y: torch.Tensor, state: NMFState | None = None, frame_mask: torch.Tensor | None = None

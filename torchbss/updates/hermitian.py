@@ -1,8 +1,9 @@
-"""Tiny Hermitian linear algebra for the online separators, in a frequency-last layout.
+"""Tiny Hermitian linear algebra in a frequency-last layout (used by the IP1 sweep).
 
-The online separators solve many independent ``M x M`` problems (one per frequency bin, stream
-and source) with ``M <= 4`` every frame. Batched LAPACK calls on ``(..., freq, M, M)`` tensors
-pay a large per-matrix overhead for such tiny matrices, so these helpers keep the matrix entries
+The separators solve many independent ``M x M`` problems (one per frequency bin, stream
+and source) with ``M <= 4``: every frame (online) or every iteration (batch). Batched LAPACK
+calls on ``(..., freq, M, M)`` tensors pay a large per-matrix overhead for such tiny
+matrices, so these helpers keep the matrix entries
 as leading dims and the frequency bins as the last, contiguous dim, and write the factorisation
 out as elementwise ops over whole ``(..., freq)`` vectors.
 
@@ -23,6 +24,8 @@ __all__ = [
     "unpack_hermitian",
     "packed_outer",
     "hermitian_inverse",
+    "to_freq_last",
+    "from_freq_last",
 ]
 
 #: largest size inverted with elementwise block formulas; larger ones use ``torch.linalg.inv``
@@ -151,3 +154,13 @@ def hermitian_inverse(d: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
             else:
                 entries.append(upper[(j, i)].conj_physical().neg_())
     return torch.stack(entries, dim=-2).unflatten(-2, (M, M))
+
+
+def to_freq_last(A: torch.Tensor) -> torch.Tensor:
+    """``(..., freq, M, N)`` -> contiguous ``(..., M, N, freq)``."""
+    return A.movedim(-3, -1).contiguous()
+
+
+def from_freq_last(A: torch.Tensor) -> torch.Tensor:
+    """``(..., M, N, freq)`` -> contiguous ``(..., freq, M, N)``."""
+    return A.movedim(-1, -3).contiguous()

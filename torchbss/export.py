@@ -1,0 +1,187 @@
+"""Exported separators: a ``state_dict`` and the config that builds the module, in one file.
+
+An export is a plain ``torch.save`` of a dict of tensors, strings and numbers (loaded with
+``torch.load(weights_only=True)``, so a file cannot run code)::
+
+    {"format": "torchbss.separator", "version": 1,
+     "config": {"_target_": "torchbss.OnlineILRMA", "n_freq": 1025, ...},
+     "stft": {"n_fft": 2048, "hop_length": 512},
+     "state_dict": {...}, "metadata": {...}}
+
+``config`` is a Hydra-style node (``_target_`` plus arguments, nested nodes for nested modules,
+as in the project's ``configs/``) restricted to torchbss classes. Loading needs neither
+Lightning nor Hydra: :func:`instantiate` builds the node with its plain arguments.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["instantiate", "save_separator", "load_separator", "ExportError", "FORMAT"]
+
+FORMAT = "torchbss.separator"
+VERSION = 1
+
+
+class ExportError(ValueError):
+    """An exported file that cannot be loaded (its message says why)."""
+
+
+def _resolve(target: str) -> Any:
+    if not isinstance(target, str) or not (target == "torchbss" or target.startswith("torchbss.")):
+        raise ExportError(
+            f"_target_ must name a torchbss class (torchbss....), got {target!r}; exported "
+            "files only build torchbss modules"
+        )
+    module_name, _, attr = target.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as err:
+        raise ExportError(f"unknown _target_ {target!r}: {err}") from err
+
+
+def instantiate(node: Any) -> Any:
+    """Build a Hydra-style config node: a dict with ``_target_`` becomes ``target(**args)``.
+
+    Nested nodes are built first; lists and plain values are kept. Only torchbss targets are
+    allowed. For configs with interpolations or partials, use ``hydra.utils.instantiate``.
+    """
+    if isinstance(node, Mapping):
+        args = {k: instantiate(v) for k, v in node.items() if k != "_target_"}
+        if "_target_" not in node:
+            return args
+        cls = _resolve(node["_target_"])
+        try:
+            return cls(**args)
+        except TypeError as err:
+            raise ExportError(f"cannot build {node['_target_']} from the config: {err}") from err
+    if isinstance(node, (list, tuple)):
+        return [instantiate(v) for v in node]
+    return node
+
+
+def save_separator(
+    path: str | os.PathLike,
+    separator: nn.Module,
+    config: Mapping[str, Any],
+    *,
+    n_fft: int = 2048,
+    hop_length: int = 512,
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``separator``'s weights and the config that builds it (atomically).
+
+    Args:
+        path: output file (``.pt``).
+        separator: the trained module.
+        config: its ``_target_`` config (plain values only), e.g. the ``separator`` node of a
+            resolved Hydra config.
+        n_fft, hop_length: the STFT the separator was trained with.
+        metadata: anything JSON-like worth keeping (training data, scores, commit).
+
+    Returns:
+        The path written. The config is checked by building a module from it and loading the
+        weights into it before anything is written.
+    """
+    config = _plain(dict(config))
+    state = {k: v.detach().cpu() for k, v in separator.state_dict().items()}
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": config,
+        "stft": {"n_fft": int(n_fft), "hop_length": int(hop_length)},
+        "state_dict": state,
+        "metadata": _plain(dict(metadata or {})),
+    }
+    _build(payload, str(path))  # refuse to write what could not be loaded
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def _plain(value: Any) -> Any:
+    """Check that a config holds only plain values (what ``weights_only`` loading accepts)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise ExportError(
+        f"config values must be plain (numbers, strings, lists, dicts), got {type(value).__name__}"
+    )
+
+
+def _build(payload: Mapping[str, Any], name: str):
+    from torchbss.inference import WaveformSeparator
+
+    module = instantiate(payload["config"])
+    if not isinstance(module, nn.Module):
+        raise ExportError(f"{name}: the config builds a {type(module).__name__}, not a module")
+    target = payload["config"].get("_target_")
+    own = module.state_dict()
+    weights = payload["state_dict"]
+    missing, unexpected = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
+    shapes = [
+        f"{k}: {tuple(weights[k].shape)} vs {tuple(own[k].shape)}"
+        for k in sorted(set(own) & set(weights))
+        if tuple(weights[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or shapes:
+        raise ExportError(
+            f"{name}: the weights do not fit the module the config builds ({target}): "
+            f"missing keys {missing}, unexpected keys {unexpected}, shape mismatches {shapes}"
+        )
+    module.load_state_dict(weights)
+    stft = payload["stft"]
+    return WaveformSeparator(module, n_fft=stft["n_fft"], hop_length=stft["hop_length"])
+
+
+def load_separator(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
+    """Load an exported separator as a :class:`~torchbss.inference.WaveformSeparator`.
+
+    Args:
+        path: a file written by :func:`save_separator` (or the Lightning export).
+        map_location: device of the loaded weights.
+
+    Returns:
+        ``(waveform_separator, metadata)``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ExportError: not an export, another format version, or weights that do not fit.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"exported separator not found: {str(path)!r}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # any unpickling / zip error: not a torch file we can read safely
+        raise ExportError(
+            f"{str(path)!r} is not a torchbss export (torch.load failed: "
+            f"{type(err).__name__}: {str(err).splitlines()[0][:200]})"
+        ) from err
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        keys = sorted(payload)[:8] if isinstance(payload, dict) else type(payload).__name__
+        raise ExportError(
+            f"{str(path)!r} is not a torchbss export (expected a dict with format={FORMAT!r}, "
+            f"got {keys}); export trained models with torchbss.export.save_separator or "
+            "`torchbss export`"
+        )
+    if payload.get("version") != VERSION:
+        raise ExportError(f"{str(path)!r} has export version {payload.get('version')}, "
+                          f"this torchbss reads version {VERSION}")  # fmt: skip
+    for key in ("config", "stft", "state_dict"):
+        if key not in payload:
+            raise ExportError(f"{str(path)!r} has no {key!r} entry")
+    return _build(payload, str(path)), payload.get("metadata", {})

@@ -1,0 +1,195 @@
+"""Online ILRMA: online IS-NMF source model + online IP1, frame by frame.
+
+References:
+    T. Nakashima and N. Ono, "Online independent low-rank matrix analysis as a lightweight and
+    trainable model for real-time multichannel music source separation", 2026.
+    A. Lefevre, F. Bach and C. Fevotte, "Online algorithms for nonnegative matrix factorization
+    with the Itakura-Saito divergence", WASPAA 2011.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from torchbss._validation import check_positive_int
+from torchbss.separators.online.base import State, config_repr, inverse_softplus
+from torchbss.separators.online.spatial import OnlineSpatialSeparator, demix_frame
+from torchbss.source_models.nmf import (
+    basis_from_statistics,
+    nmf_activation_update,
+    nmf_basis_statistics,
+)
+
+__all__ = ["OnlineILRMA"]
+
+
+def decayed(stat: torch.Tensor, new: torch.Tensor, forget: torch.Tensor) -> torch.Tensor:
+    """``alpha * stat + new`` with a scalar or per-frequency ``alpha`` (stats ``(..., F, B)``)."""
+    alpha = forget if forget.ndim == 0 else forget[:, None]
+    return alpha * stat + new
+
+
+def minibatch_due(state: State, count: int | None, minibatch: int) -> torch.Tensor | bool:
+    """Whether the bases are updated after this frame: every ``minibatch`` frames per stream."""
+    if count is None:
+        return (state["frame"] + 1) % minibatch == 0
+    return (count + 1) % minibatch == 0
+
+
+def update_bases_where(
+    T: torch.Tensor, num: torch.Tensor, den: torch.Tensor, due: torch.Tensor | bool, eps: float
+) -> torch.Tensor:
+    """``basis_from_statistics(num, den)`` for the streams where ``due``, else ``T``."""
+    if due is False:
+        return T
+    new = basis_from_statistics(num, den, eps)
+    if due is True:
+        return new
+    return torch.where(due.reshape(due.shape + (1,) * (T.ndim - due.ndim)), new, T)
+
+
+class OnlineILRMA(OnlineSpatialSeparator):
+    """Online ILRMA (Nakashima & Ono 2026): online IS-NMF source model + online IP1.
+
+    Per frame ``x_t`` and inner iteration ``i``: ``y = W x_t``, ``p = |y|^2``; the activations
+    ``h_k`` of this frame get ``activation_iter`` multiplicative IS-NMF updates with the bases
+    fixed (:func:`~torchbss.source_models.nmf_activation_update`, starting from the previous
+    frame's activations); ``r_k = T_k h_k``;
+    ``V_k(t) = (1 - beta_t) V_k(t-1) + beta_t x_t x_t^H / r_k``; one IP1 sweep. After the inner
+    iterations the decayed basis statistics (:func:`~torchbss.source_models.nmf_basis_statistics`)
+    are accumulated and, every ``minibatch`` frames (a per-stream counter in the state), the
+    bases become ``sqrt(A / B)``. The output ``W_t x_t`` is scaled by minimal distortion.
+
+    Trainable (unrolled) parameters, with safe parameterisations and defaults reproducing the
+    plain algorithm exactly: ``forget_logit`` (``alpha = sigmoid``; scalar or per frequency),
+    ``basis_raw`` (initial bases ``= softplus``), ``load_raw`` (loading ``= softplus``),
+    ``inner_weights`` (per inner iteration, multiplier of the activation exponent ``1/2``).
+
+    Args:
+        n_freq: number of frequency bins (the initial bases are a parameter of that size).
+        n_src: number of sources (default: number of mics, fixed at ``init_state``).
+        n_basis: NMF bases per source.
+        forget: forgetting factor ``alpha`` in ``(0, 1]`` (spatial and NMF statistics).
+        minibatch: update the bases every ``minibatch`` frames.
+        inner_iter: (activation update + IP1) iterations per frame.
+        activation_iter: multiplicative updates of the frame's activations per inner iteration.
+        ref_mic: reference microphone of the output scale.
+        load: relative diagonal loading of the covariances (``> 0``).
+        eps: floor of variances, activations and bases.
+        seed: seed of the uniform ``[0.1, 1)`` initial bases.
+        trainable, forget_per_freq, tbptt, checkpoint, checkpoint_block: see
+            :class:`~torchbss.separators.OnlineAuxIVA`.
+
+    Shapes:
+        ``X``: ``(..., mics, freq, frames)`` complex -> ``sources``: ``(..., n_src, freq,
+        frames)``.
+    """
+
+    def __init__(
+        self,
+        n_freq: int,
+        n_src: int | None = None,
+        n_basis: int = 2,
+        forget: float = 0.99,
+        minibatch: int = 2,
+        inner_iter: int = 1,
+        activation_iter: int = 1,
+        ref_mic: int = 0,
+        load: float = 3e-2,
+        eps: float = 1e-10,
+        seed: int = 0,
+        trainable: bool = False,
+        forget_per_freq: bool = False,
+        tbptt: int | None = None,
+        checkpoint: bool = False,
+        checkpoint_block: int = 32,
+    ) -> None:
+        check_positive_int(n_freq, "n_freq")
+        super().__init__(
+            n_src, ref_mic, load, forget, eps, trainable, forget_per_freq, n_freq, tbptt,
+            checkpoint, checkpoint_block,
+        )  # fmt: skip
+        self.n_basis = check_positive_int(n_basis, "n_basis")
+        self.minibatch = check_positive_int(minibatch, "minibatch")
+        self.inner_iter = check_positive_int(inner_iter, "inner_iter")
+        self.activation_iter = check_positive_int(activation_iter, "activation_iter")
+        self.seed = check_positive_int(seed, "seed", minimum=0)
+        # one row of bases per source slot; n_src may be fixed only at init_state, so the
+        # parameter holds bases for up to n_src (or, if None, for MAX sources) lazily: the
+        # sources use the first rows.
+        n_rows = n_src if n_src is not None else _MAX_SOURCES
+        gen = torch.Generator().manual_seed(seed)
+        basis = 0.1 + 0.9 * torch.rand(n_rows, n_freq, n_basis, generator=gen, dtype=torch.float64)
+        self.register_trainable("basis_raw", inverse_softplus(basis))
+        self.register_trainable("inner_weights", torch.ones(inner_iter))
+
+    def parameters_for(self, rdtype):
+        params = super().parameters_for(rdtype)
+        params["exponents"] = 0.5 * self.inner_weights.to(rdtype)
+        return params
+
+    def init_state(self, X: torch.Tensor, frame_mask: torch.Tensor | None = None) -> State:
+        """Initial state for streams shaped like ``X`` (only its shape, dtype, device are read).
+
+        Args:
+            X: ``(..., mics, freq, frames)`` complex.
+
+        Returns:
+            dict with ``W``, ``A``, ``V`` (and ``C``) as :class:`OnlineAuxIVA`, ``basis``
+            ``(..., n_src, freq, n_basis)``, ``activation`` ``(..., n_src, n_basis)`` (ones),
+            ``stat_num``, ``stat_den`` ``(..., n_src, freq, n_basis)`` (zeros), ``frame``.
+        """
+        X = self.prepare_block(X)
+        state = self.spatial_state(X)
+        n_src = state["V"].shape[-4]
+        if n_src > self.basis_raw.shape[0]:
+            raise ValueError(
+                f"X has {X.shape[-3]} mics, so {n_src} sources, but this OnlineILRMA holds "
+                f"initial bases for at most {self.basis_raw.shape[0]}; pass n_src explicitly"
+            )
+        batch, rdtype = X.shape[:-3], X.real.dtype
+        raw = self.basis_raw[:n_src].to(device=X.device, dtype=rdtype)
+        shape = batch + (n_src, X.shape[-2], self.n_basis)
+        state["basis"] = nn.functional.softplus(raw).expand(shape)
+        state["activation"] = torch.ones(
+            batch + (n_src, self.n_basis), dtype=rdtype, device=X.device
+        )
+        state["stat_num"] = torch.zeros(shape, dtype=rdtype, device=X.device)
+        state["stat_den"] = torch.zeros(shape, dtype=rdtype, device=X.device)
+        return state
+
+    def frame(self, x, state, params, beta, count):
+        W, A, T = state["W"], state["A"], state["basis"]
+        h = state["activation"].unsqueeze(-1)  # (..., K, B, 1)
+        n_src = T.shape[-3]
+        C = None
+        if "C" in state:
+            C = self.update_mixture_covariance(state["C"], x, beta)
+        for i in range(self.inner_iter):
+            y = demix_frame(W, x, n_src)
+            p = (y.real.square() + y.imag.square()).unsqueeze(-1)  # (..., K, F, 1)
+            for _ in range(self.activation_iter):
+                h = nmf_activation_update(p, T, h, params["exponents"][i], self.eps)
+            phi = (T @ h).clamp_min(self.eps).reciprocal()[..., 0]  # 1 / r, (..., K, F)
+            Vd, Vo = self.update_covariances(state, x, beta, phi)
+            W, A = self.spatial_step(W, A, Vd, Vo, C, params["load"])
+        num, den = nmf_basis_statistics(p, T, h, self.eps)
+        num = decayed(state["stat_num"], num, params["forget"])
+        den = decayed(state["stat_den"], den, params["forget"])
+        T = update_bases_where(T, num, den, minibatch_due(state, count, self.minibatch), self.eps)
+        new = {"W": W, "A": A, "Vd": Vd, "Vo": Vo, "basis": T, "activation": h[..., 0]}
+        new["stat_num"], new["stat_den"] = num, den
+        if C is not None:
+            new["C"] = C
+        return self.output(W, A, x, n_src), new
+
+    def extra_repr(self) -> str:
+        return config_repr(
+            n_freq=self.n_freq, n_src=self.n_src, n_basis=self.n_basis, minibatch=self.minibatch,
+            inner_iter=self.inner_iter,
+        )  # fmt: skip
+
+
+#: initial bases held when ``n_src`` is left to the number of mics
+_MAX_SOURCES = 8

@@ -1,0 +1,186 @@
+"""What online AuxIVA and online ILRMA share: the demixing state, the covariance recursion,
+the IP1 sweep (the batch separators' own :func:`~torchbss.updates.ip1_sweep`), the OverIVA
+background and the output scale.
+
+Public state: ``W``, ``A = W^{-1}`` ``(..., freq, M, M)``, ``V`` ``(..., K, freq, M, M)``,
+``C`` ``(..., freq, M, M)`` (only with ``n_src < mics``). Inside the frame loop ``W``, ``A``
+are frequency-last ``(..., M, M, freq)`` and ``V`` packed (real diagonal ``Vd``
+``(..., K, M, freq)``, strict upper triangle ``Vo`` ``(..., K, M (M - 1) / 2, freq)``), so the
+per-bin ``M x M`` algebra runs as elementwise operations over contiguous frequency vectors.
+The conversion is exact.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from einops import einsum
+from torch import nn
+
+from torchbss._validation import check_positive_int, check_range
+from torchbss.separators.base import SeparationResult
+from torchbss.separators.online.base import OnlineSeparator, State, inverse_softplus
+from torchbss.updates import background_update, ip1_sweep, loaded_inverse
+from torchbss.updates.hermitian import (
+    from_freq_last,
+    pack_hermitian,
+    packed_outer,
+    to_freq_last,
+    unpack_hermitian,
+)
+
+__all__ = ["OnlineSpatialSeparator", "demix_frame"]
+
+
+def demix_frame(W: torch.Tensor, x: torch.Tensor, n_src: int) -> torch.Tensor:
+    """``y = W[:n_src] x`` for one frame, frequency last: ``W`` ``(..., M, M, freq)``,
+    ``x`` ``(..., M, freq)`` -> ``(..., n_src, freq)``."""
+    return (W[..., :n_src, :, :] * x.unsqueeze(-3)).sum(-2)
+
+
+class OnlineSpatialSeparator(OnlineSeparator):
+    """Base of online AuxIVA and ILRMA: state, recursion, IP1 sweep, output scale.
+
+    Args:
+        n_src: number of sources (``None``: number of mics, fixed at ``init_state``).
+        ref_mic: reference microphone of the output scale (minimal distortion principle).
+        load: relative diagonal loading of the covariances (``> 0``; see
+            :func:`~torchbss.updates.diagonal_loading`).
+        **kwargs: see :class:`~torchbss.separators.online.base.OnlineSeparator`.
+    """
+
+    def __init__(
+        self,
+        n_src: int | None,
+        ref_mic: int,
+        load: float,
+        forget: float,
+        eps: float,
+        trainable: bool,
+        forget_per_freq: bool,
+        n_freq: int | None,
+        tbptt: int | None,
+        checkpoint: bool,
+        checkpoint_block: int,
+    ) -> None:
+        super().__init__(
+            forget, eps, trainable, forget_per_freq, n_freq, tbptt, checkpoint, checkpoint_block
+        )
+        if n_src is not None:
+            check_positive_int(n_src, "n_src")
+        self.n_src = n_src
+        self.ref_mic = check_positive_int(ref_mic, "ref_mic", minimum=0)
+        check_range(load, "load", 0.0, math.inf, low_inclusive=False)
+        self.register_trainable("load_raw", inverse_softplus(torch.tensor(float(load)).double()))
+
+    def parameters_for(self, rdtype):
+        params = super().parameters_for(rdtype)
+        params["load"] = nn.functional.softplus(self.load_raw.to(rdtype))
+        return params
+
+    def resolve_n_src(self, n_mics: int) -> int:
+        """The number of sources for ``n_mics`` mics (checked)."""
+        if self.n_src is None:
+            return n_mics
+        if self.n_src > n_mics:
+            raise ValueError(
+                f"n_src={self.n_src} is larger than the number of mics {n_mics}; online "
+                "AuxIVA/ILRMA need n_src <= mics (use OnlineISNMF for single-channel "
+                "separation)"
+            )
+        return self.n_src
+
+    def spatial_state(self, X: torch.Tensor) -> State:
+        """Identity ``W`` and ``A``, zero covariances, zero frame counters."""
+        n_mics, n_freq = X.shape[-3], X.shape[-2]
+        n_src = self.resolve_n_src(n_mics)
+        if self.ref_mic >= n_mics:
+            raise ValueError(f"ref_mic={self.ref_mic} but X has only {n_mics} mics")
+        if self.n_freq is not None and n_freq != self.n_freq:
+            raise ValueError(
+                f"X has {n_freq} frequency bins but the model was built with n_freq={self.n_freq}"
+            )
+        batch = X.shape[:-3]
+        opts = {"dtype": X.dtype, "device": X.device}
+        eye = torch.eye(n_mics, **opts).expand(batch + (n_freq, n_mics, n_mics))
+        state = {
+            "W": eye.clone(),
+            "A": eye.clone(),
+            "V": torch.zeros(batch + (n_src, n_freq, n_mics, n_mics), **opts),
+            "frame": torch.zeros(batch, dtype=torch.int64, device=X.device),
+        }
+        if n_src < n_mics:
+            state["C"] = torch.zeros(batch + (n_freq, n_mics, n_mics), **opts)
+        return state
+
+    def state_block_shape(self, state: State) -> tuple[int, ...] | None:
+        W = state.get("W")
+        if not isinstance(W, torch.Tensor) or W.ndim < 3:
+            return None
+        return tuple(W.shape[:-3]) + (W.shape[-1], W.shape[-3])
+
+    def to_internal(self, state: State) -> State:
+        out = dict(state)
+        out["W"], out["A"] = to_freq_last(state["W"]), to_freq_last(state["A"])
+        out["Vd"], out["Vo"] = pack_hermitian(out.pop("V"))
+        return out
+
+    def to_public(self, state: State) -> State:
+        out = dict(state)
+        out["W"], out["A"] = from_freq_last(state["W"]), from_freq_last(state["A"])
+        out["V"] = unpack_hermitian(out.pop("Vd"), out.pop("Vo")).contiguous()
+        return out
+
+    def make_result(self, out: torch.Tensor, state: State) -> SeparationResult:
+        return SeparationResult(sources=out, state=state, demixing=state["W"])
+
+    # ----- the per-frame pieces ------------------------------------------------------------------
+    @staticmethod
+    def update_covariances(
+        state: State, x: torch.Tensor, beta: torch.Tensor, phi: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``V_k <- (1 - beta) V_k + beta phi_k x x^H`` in packed form.
+
+        Args:
+            state: internal state with ``Vd`` ``(..., K, M, F)`` and ``Vo``.
+            x: ``(..., M, F)`` the frame.
+            beta: ``(..., F or 1)`` step sizes.
+            phi: ``(..., K, F or 1)`` weights of the sources.
+        """
+        xd, xo = packed_outer(x)
+        keep = (1.0 - beta).unsqueeze(-2).unsqueeze(-2)  # (..., 1, 1, F)
+        c = (beta.unsqueeze(-2) * phi).unsqueeze(-2)  # (..., K, 1, F)
+        Vd = keep * state["Vd"] + c * xd.unsqueeze(-3)
+        Vo = keep * state["Vo"] + c * xo.unsqueeze(-3)
+        return Vd, Vo
+
+    @staticmethod
+    def update_mixture_covariance(C: torch.Tensor, x: torch.Tensor, beta: torch.Tensor):
+        """``C <- (1 - beta) C + beta x x^H`` in the public ``(..., F, M, M)`` layout."""
+        b = beta[..., None, None]
+        return (1.0 - b) * C + b * einsum(x, x.conj(), "... m f, ... n f -> ... f m n")
+
+    def spatial_step(
+        self,
+        W: torch.Tensor,
+        A: torch.Tensor,
+        Vd: torch.Tensor,
+        Vo: torch.Tensor,
+        C: torch.Tensor | None,
+        load: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """IP1 on every source row; with ``C``, OverIVA background rows after each row."""
+        V_inv = loaded_inverse(Vd, Vo, load, self.eps)
+        if C is None:
+            return ip1_sweep(W, A, V_inv, self.eps)
+        n_src = Vd.shape[-3]
+        for k in range(n_src):
+            W, _ = ip1_sweep(W, A, V_inv[..., k : k + 1, :, :, :], self.eps, [k])
+            Wp = background_update(from_freq_last(W), C, n_src, load=load)
+            W, A = to_freq_last(Wp), to_freq_last(torch.linalg.inv(Wp))
+        return W, A
+
+    def output(self, W: torch.Tensor, A: torch.Tensor, x: torch.Tensor, n_src: int):
+        """``y = W_t x_t`` scaled by the minimal distortion principle: ``y_k (W^{-1})[ref, k]``."""
+        return demix_frame(W, x, n_src) * A[..., self.ref_mic, :n_src, :]

@@ -1,1 +1,0 @@
-"""Training entry points (the Lightning/Hydra stack builds on these)."""
