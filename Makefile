@@ -21,15 +21,15 @@ demo: $(STAMP)
 	$(PY) -m torchbss.cli.main demo --out out/demo
 
 test: $(STAMP)
-	$(PY) -m ruff check torchbss tests bench
+	$(PY) -m ruff check torchbss tests bench train scripts
 	$(PY) -m pytest -q -m "not slow"
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(PY) -m ruff check torchbss tests bench
-	$(PY) -m ruff format --check torchbss tests bench
+	$(PY) -m ruff check torchbss tests bench train scripts
+	$(PY) -m ruff format --check torchbss tests bench train scripts
 
 bench: $(STAMP)
 	$(PY) -m bench.run_all

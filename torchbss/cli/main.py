@@ -478,7 +478,11 @@ USER_ERRORS = (
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for user errors)."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in ("train", "eval"):  # everything after is Hydra's
+        args = argparse.Namespace(command=argv[0], overrides=argv[1:], func=cmd_hydra)
+    else:
+        args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except USER_ERRORS as err:

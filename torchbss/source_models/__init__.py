@@ -2,6 +2,7 @@
 
 from torchbss.source_models.base import SourceModel, masked_frame_mean, power
 from torchbss.source_models.iva import Gauss, Laplace, gauss_weights, laplace_weights
+from torchbss.source_models.neural import NeuralSourceModel
 from torchbss.source_models.nmf import (
     NMF,
     NMFState,
@@ -19,6 +20,7 @@ __all__ = [
     "Gauss",
     "NMF",
     "NMFState",
+    "NeuralSourceModel",
     "laplace_weights",
     "gauss_weights",
     "nmf_init",
@@ -36,7 +38,7 @@ def as_source_model(model: str | SourceModel) -> SourceModel:
     that class with its own defaults."""
     if isinstance(model, SourceModel):
         return model
-    classes = {"laplace": Laplace, "gauss": Gauss, "nmf": NMF}
+    classes = {"laplace": Laplace, "gauss": Gauss, "nmf": NMF}  # the parameter-free models
     if isinstance(model, str) and model in classes:
         return classes[model]()
     raise ValueError(

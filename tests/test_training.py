@@ -1,0 +1,187 @@
+"""The Lightning training stack: fast_dev_run per experiment, exact resume, export -> separate,
+non-finite guard, the CLI forwarding, and DDP on 2 CPU processes (slow)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+pl = pytest.importorskip("lightning.pytorch")
+pytest.importorskip("hydra")
+from test_configs import EXPERIMENTS, _compose  # noqa: E402
+
+from torchbss.export import load_separator  # noqa: E402
+from torchbss.lightning.entry import build_module, train  # noqa: E402
+from torchbss.lightning.module import SeparationModule  # noqa: E402
+
+SMALL = [
+    "data.batch_size=2",
+    "data.num_workers=0",
+    "data.dataset.segment_s=1.0",
+    "data.train.length=4",
+    "data.val.length=2",
+    "data.test.length=2",
+    "stft.n_fft=256",
+    "stft.hop_length=64",
+    "trainer.log_every_n_steps=1",
+    "trainer.enable_progress_bar=false",
+]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_fast_dev_run_of_every_experiment(experiment, tmp_path, data_dir):
+    overrides = [f"experiment={experiment}", *SMALL, "+trainer.fast_dev_run=true", "export=false"]
+    if experiment.startswith("neural"):
+        overrides.append("separator.n_iter=3")
+    cfg = _compose(overrides, tmp_path)
+    metrics = train(cfg)
+    assert math.isfinite(metrics["train/loss"]), metrics
+    assert math.isfinite(metrics["test/si_sdr"]), metrics
+
+
+def _fit(tmp_path, epochs, ckpt_path=None, name="run"):
+    overrides = [
+        "experiment=neural_auxiva", *SMALL, "separator.n_iter=3",
+        f"trainer.max_epochs={epochs}", "trainer.limit_val_batches=1", "test=false",
+        "export=true", "callbacks.model_checkpoint.save_top_k=-1",
+        "~callbacks.learning_rate_monitor",
+    ]  # fmt: skip
+    if ckpt_path is not None:
+        overrides.append(f"ckpt_path={ckpt_path}")
+    out = tmp_path / name
+    cfg = _compose(overrides, out)
+    losses = []
+
+    class Record(pl.Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            losses.append(float(outputs["loss"] if isinstance(outputs, dict) else outputs))
+
+    from hydra.utils import instantiate
+
+    # the entry point with one extra callback that records every training loss
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    module = build_module(cfg)
+    callbacks = [instantiate(c) for c in cfg.callbacks.values()] + [Record()]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    return losses, module, out
+
+
+def test_resume_continues_identically(tmp_path, data_dir):
+    full, _, _ = _fit(tmp_path, epochs=2, name="full")
+    first, _, out = _fit(tmp_path, epochs=1, name="first")
+    ckpt = out / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file()
+    resumed, _, _ = _fit(tmp_path, epochs=2, ckpt_path=ckpt, name="resumed")
+    assert len(full) == 4 and first == full[:2]
+    assert resumed == pytest.approx(full[2:], rel=1e-6, abs=1e-7)
+
+
+def test_train_writes_a_run_folder_and_an_export_that_separates_alike(tmp_path, data_dir):
+    cfg = _compose(
+        ["experiment=neural_auxiva", *SMALL, "separator.n_iter=3", "trainer.max_epochs=1",
+         "trainer.limit_val_batches=1"],
+        tmp_path,
+    )  # fmt: skip
+    metrics = train(cfg)
+    assert {"val/si_sdr", "val/si_sdr_improvement", "val/sdr", "test/si_sdr"} <= set(metrics)
+    assert (tmp_path / "config_resolved.yaml").is_file()
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert list((tmp_path / "csv").glob("metrics.csv"))
+    wsep, meta = load_separator(tmp_path / "export.pt")
+    assert "metrics" in meta
+    # the export (no Lightning, no Hydra) separates like the best checkpoint's module
+    ckpt = next(p for p in (tmp_path / "checkpoints").glob("epoch*.ckpt"))
+    module = SeparationModule.load_from_checkpoint(
+        ckpt, separator=build_module(cfg).separator, loss=build_module(cfg).loss
+    )
+    x = torch.randn(2, 4000, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(wsep(x).sources, module(x[None])[0], rtol=1e-5, atol=1e-6)
+
+
+class _Exploding(torch.nn.Module):
+    """A loss that is NaN on the second call (to test the guard)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, estimate, reference):
+        self.calls += 1
+        loss = (estimate - reference).abs().mean()
+        return loss * float("nan") if self.calls == 2 else loss
+
+
+def test_non_finite_batches_are_skipped_and_counted(tmp_path):
+    from torchbss.separators import AuxIVA
+    from torchbss.source_models import NeuralSourceModel
+
+    torch.manual_seed(0)
+    sep = AuxIVA(n_iter=2, update="iss", source_model=NeuralSourceModel(129, hidden=8))
+    module = SeparationModule(sep, _Exploding(), n_fft=256, hop_length=64)
+    g = torch.Generator().manual_seed(1)
+    data = [{"mixture": torch.randn(2, 2, 2000, generator=g),
+             "reference": torch.randn(2, 2, 2000, generator=g)} for _ in range(3)]  # fmt: skip
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    snapshots = []
+
+    class Snap(pl.Callback):
+        def on_train_batch_end(self, trainer, m, outputs, batch, batch_idx):
+            snapshots.append({k: v.clone() for k, v in m.state_dict().items()})
+
+    trainer = pl.Trainer(max_steps=3, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, callbacks=[Snap()])  # fmt: skip
+    trainer.fit(module, torch.utils.data.DataLoader(data, batch_size=None))
+    assert int(module.skipped_batches) == 1
+    weight = "model.separator.source_model.decoder.weight"
+    assert not torch.equal(snapshots[0][weight], before[weight])  # step 1 updated
+    torch.testing.assert_close(snapshots[1][weight], snapshots[0][weight], rtol=0, atol=0)
+    assert all(
+        torch.isfinite(v).all() for v in module.state_dict().values() if v.is_floating_point()
+    )
+
+
+def test_cli_forwards_overrides_and_refuses_flags(tmp_path, data_dir, capsys, monkeypatch):
+    from torchbss.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--steps", "200"]) == 2
+    assert "takes Hydra overrides (key=value)" in capsys.readouterr().err
+    code = main(["train", "experiment=neural_auxiva", *SMALL, "separator.n_iter=2",
+                 "+trainer.fast_dev_run=true", f"paths.data_dir={data_dir}",
+                 f"paths.log_dir={tmp_path / 'logs'}", "export=false"])  # fmt: skip
+    assert code == 0
+    assert list(Path(tmp_path / "logs" / "neural_auxiva" / "runs").iterdir())
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_match_one_process_with_the_same_global_batch(tmp_path, data_dir):
+    """2 gloo processes x batch 2 == 1 process x batch 4 (same examples, same updates)."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parent / "ddp_check.py"
+    for mode in ("single", "ddp"):
+        out = subprocess.run(
+            [sys.executable, str(script), str(tmp_path), str(data_dir), mode],
+            capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr[-3000:]
+    one = torch.load(tmp_path / "single.pt")
+    two = torch.load(tmp_path / "ddp.pt")
+    for key in one:
+        # SGD: only the float32 summation order differs (all-reduce of two halves)
+        torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-6)

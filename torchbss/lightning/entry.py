@@ -1,0 +1,164 @@
+"""Hydra entry points of the training stack: ``torchbss train`` / ``torchbss eval``.
+
+The configs live in the top-level ``configs/`` folder of the repository (the layout the
+project follows, next to ``train/``), and the wheel carries the same files as
+``torchbss/_configs`` (``[tool.hatch.build.targets.wheel.force-include]``), so an installed
+``torchbss train`` finds them without a clone: :func:`config_dir` returns the packaged copy when
+it exists and the repository's folder otherwise (editable install, tests). One copy in git, one
+source of truth.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+try:
+    import hydra
+    from omegaconf import DictConfig, OmegaConf
+except ImportError as err:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "the training entry points need hydra-core: pip install 'torchbss[train]'"
+    ) from err
+
+__all__ = ["config_dir", "train", "evaluate", "run", "build_module"]
+
+OmegaConf.register_new_resolver("torchbss.n_freq", lambda n_fft: int(n_fft) // 2 + 1, replace=True)
+
+
+def config_dir() -> Path:
+    """The folder of the Hydra configs: packaged (``torchbss/_configs``) or the repository's."""
+    here = Path(__file__).resolve().parents[1]
+    for candidate in (here / "_configs", here.parent / "configs"):
+        if (candidate / "train.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"torchbss configs not found (looked in {here / '_configs'} and {here.parent / 'configs'})"
+    )
+
+
+def build_module(cfg: DictConfig):
+    """The :class:`SeparationModule` of a composed config (separator, loss, optimizer)."""
+    from hydra.utils import instantiate
+
+    from torchbss.lightning.module import SeparationModule
+
+    separator_config = OmegaConf.to_container(cfg.separator, resolve=True)
+    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    return SeparationModule(
+        separator=instantiate(cfg.separator),
+        loss=instantiate(cfg.loss),
+        optimizer=instantiate(cfg.optimizer) if cfg.get("optimizer") else None,
+        scheduler=scheduler,
+        n_fft=cfg.stft.n_fft,
+        hop_length=cfg.stft.hop_length,
+        separator_config=separator_config,
+        **cfg.get("module", {}),
+    )
+
+
+def _trainer(cfg: DictConfig):
+    from hydra.utils import instantiate
+    from lightning.pytorch.callbacks import LearningRateMonitor
+
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    if logger is False:  # nothing to log the learning rate to
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+
+
+def _save_config(cfg: DictConfig) -> None:
+    """The resolved config next to the run's outputs (Hydra keeps the unresolved one)."""
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train (and test, and export) the separator of ``cfg``; returns the final metrics."""
+    import lightning.pytorch as pl
+    from hydra.utils import instantiate
+
+    from torchbss.lightning.export import export_module
+
+    pl.seed_everything(cfg.seed, workers=True)
+    _save_config(cfg)
+    datamodule = instantiate(cfg.data)
+    module = build_module(cfg)
+    trainer = _trainer(cfg)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if cfg.get("test") and datamodule is not None and getattr(datamodule, "has_test", True):
+        results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
+        metrics.update({k: float(v) for r in results for k, v in r.items()})
+    if cfg.get("export") and trainer.is_global_zero:
+        if best:
+            from torchbss.lightning.export import export_checkpoint
+
+            export_checkpoint(best, Path(cfg.paths.output_dir) / "export.pt",
+                              metadata={"metrics": metrics})  # fmt: skip
+        else:
+            export_module(module, Path(cfg.paths.output_dir) / "export.pt",
+                          metadata={"metrics": metrics})  # fmt: skip
+    return metrics
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Test an exported / checkpointed separator (or the configured one) on ``cfg.data``."""
+    import lightning.pytorch as pl
+    from hydra.utils import instantiate
+
+    pl.seed_everything(cfg.seed, workers=True)
+    module = build_module(cfg)
+    checkpoint = cfg.get("checkpoint")
+    if checkpoint:
+        if str(checkpoint).endswith(".ckpt"):
+            import torch
+
+            state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+            module.load_state_dict(state)
+        else:
+            from torchbss.export import load_separator
+
+            wsep, _ = load_separator(checkpoint)
+            module.model = wsep
+    datamodule = instantiate(cfg.data)
+    trainer = _trainer(cfg)
+    results = trainer.test(module, datamodule=datamodule)
+    return {k: float(v) for r in results for k, v in r.items()}
+
+
+TASKS = {"train": train, "eval": evaluate}
+
+
+def run(command: str, overrides: list[str]) -> int:
+    """``torchbss train|eval [overrides]``: run the Hydra app with the packaged configs."""
+    bad = [o for o in overrides if o.startswith("--") and o not in _HYDRA_FLAGS]
+    if bad:
+        raise ValueError(
+            f"torchbss {command} takes Hydra overrides (key=value), e.g. trainer.max_epochs=2 "
+            f"experiment=neural_auxiva; got {bad[0]!r} (see `torchbss {command} --help`)"
+        )
+    task = TASKS[command]
+
+    @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=command)
+    def app(cfg: DictConfig) -> Any:
+        return task(cfg)
+
+    argv = sys.argv
+    sys.argv = [f"torchbss {command}", *overrides]
+    try:
+        app()
+    finally:
+        sys.argv = argv
+    return 0
+
+
+_HYDRA_FLAGS = {
+    "--help", "--hydra-help", "--version", "--cfg", "--resolve", "--package", "--run",
+    "--multirun", "--shell-completion", "--config-path", "--config-name", "--config-dir",
+    "--experimental-rerun", "--info",
+}  # fmt: skip

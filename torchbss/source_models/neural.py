@@ -1,0 +1,117 @@
+"""A trainable (neural) source model for AuxIVA / ILRMA, learned through the unrolled updates.
+
+The surrogate-source-model idea of Scheibler & Togami: the auxiliary weights of the spatial
+updates need not come from a fixed prior; a small network maps the current estimates to the
+weights, and it is trained end to end through a fixed number of unrolled IP/ISS iterations
+with a separation loss.
+
+The model is a Gaussian one: the network predicts the log-variance ``log lambda_kft`` of each
+source from its normalised log-power spectrogram, and the weights are ``1 / lambda``. It is
+scale-equivariant (a source scaled by ``c`` gets its variance scaled by ``c^2``) and starts,
+with its output layer at zero, as the time-varying Gauss model with a geometric mean over
+frequency: ``lambda_kt = exp(mean_f log |y_kft|^2)``, so an untrained model already separates.
+
+References:
+    R. Scheibler and M. Togami, "Surrogate source model learning for determined source
+    separation", ICASSP 2021.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchbss._validation import check_positive_int
+from torchbss.source_models.base import SourceModel, power
+
+__all__ = ["NeuralSourceModel"]
+
+
+class _ResidualBlock(nn.Module):
+    """``x + conv(gelu(norm(x)))``, a dilated 1-D convolution over frames."""
+
+    def __init__(self, channels: int, kernel_size: int, dilation: int) -> None:
+        super().__init__()
+        self.norm = nn.GroupNorm(1, channels)
+        self.conv = nn.Conv1d(
+            channels, channels, kernel_size, dilation=dilation,
+            padding=dilation * (kernel_size - 1) // 2,
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(nn.functional.gelu(self.norm(x)))
+
+
+class NeuralSourceModel(SourceModel):
+    """Learned source variances for AuxIVA / ILRMA (Scheibler & Togami, ICASSP 2021).
+
+    ``forward(Y)``: ``P = |Y|^2`` per source ``(..., sources, freq, frames)``, normalised by its
+    mean; ``x = log(P / mean P + floor)``; a 1-D convolutional network over frames (frequency
+    bins as channels: ``n_freq -> hidden``, ``n_layers`` residual dilated blocks,
+    ``hidden -> n_freq``) predicts a correction ``z``; ``log lambda = mean_f x + z`` (plus the
+    log of the mean); weights ``phi = 1 / lambda``. Stateless; every source goes through the
+    same network.
+
+    Args:
+        n_freq: number of frequency bins of the STFT it runs on.
+        hidden: channels of the hidden layers.
+        n_layers: residual blocks (dilations 1, 2, 4, ...).
+        kernel_size: odd kernel size over frames.
+        floor: relative floor of the normalised power inside the log.
+
+    Shapes:
+        ``Y``: ``(..., sources, n_freq, frames)`` complex -> weights of the same shape (real).
+    """
+
+    def __init__(
+        self,
+        n_freq: int,
+        hidden: int = 64,
+        n_layers: int = 3,
+        kernel_size: int = 3,
+        floor: float = 1e-4,
+    ) -> None:
+        super().__init__()
+        self.n_freq = check_positive_int(n_freq, "n_freq")
+        check_positive_int(hidden, "hidden")
+        check_positive_int(n_layers, "n_layers", minimum=0)
+        if check_positive_int(kernel_size, "kernel_size") % 2 == 0:
+            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        if not floor > 0:
+            raise ValueError(f"floor must be > 0, got {floor!r}")
+        self.floor = float(floor)
+        self.encoder = nn.Conv1d(n_freq, hidden, 1)
+        self.blocks = nn.Sequential(
+            *[_ResidualBlock(hidden, kernel_size, 2**i) for i in range(n_layers)]
+        )
+        self.decoder = nn.Conv1d(hidden, n_freq, 1)
+        nn.init.zeros_(self.decoder.weight)
+        nn.init.zeros_(self.decoder.bias)
+
+    def log_variance(self, Y: torch.Tensor) -> torch.Tensor:
+        """``log lambda`` ``(..., sources, freq, frames)`` (real, Y's real dtype)."""
+        if Y.shape[-2] != self.n_freq:
+            raise ValueError(
+                f"NeuralSourceModel was built for n_freq={self.n_freq} bins, got estimates of "
+                f"shape {tuple(Y.shape)} (..., sources, freq, frames)"
+            )
+        P = power(Y)
+        tiny = torch.finfo(P.dtype).tiny
+        mean = P.mean((-1, -2), keepdim=True).clamp_min(tiny)
+        x = torch.log(P / mean + self.floor)
+        lead = x.shape[:-2]
+        weight_dtype = self.encoder.weight.dtype
+        h = self.encoder(x.reshape(-1, *x.shape[-2:]).to(weight_dtype))
+        z = self.decoder(self.blocks(h)).reshape(*lead, *x.shape[-2:]).to(x.dtype)
+        return x.mean(-2, keepdim=True) + z + torch.log(mean)
+
+    def forward(
+        self, Y: torch.Tensor, state: Any = None, frame_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, Any]:
+        """Weights ``1 / lambda`` ``(..., sources, freq, frames)``."""
+        return torch.exp(-self.log_variance(Y)), state
+
+    def extra_repr(self) -> str:
+        return f"n_freq={self.n_freq}, floor={self.floor}"
