@@ -34,7 +34,7 @@ def test_separate_then_evaluate(short_mixture, method, capsys):
     d = short_mixture
     sep = ["separate", str(d / "mix.wav"), "--method", method, "--out", str(d / "out")]
     if not method.startswith("online"):
-        sep += ["--n-iter", "30" if method == "auxiva" else "15"]
+        sep += ["--n-iter", "30"]
     assert main(sep) == 0
     assert ("streamed" in capsys.readouterr().out) == method.startswith("online")
     outs = sorted((d / "out").glob("mix_source*.wav"))
