@@ -206,3 +206,18 @@ def test_python_dash_m_is_the_same_command():
         [sys.executable, "-m", "torchbss", "separate", "--help"], capture_output=True, text=True
     )
     assert out.returncode == 0 and "--method" in out.stdout and "--overwrite" in out.stdout
+
+
+def test_separate_writes_a_listening_report(short_mixture, capsys):
+    pytest.importorskip("matplotlib")
+    d = short_mixture
+    (d / "busy").mkdir()
+    (d / "busy" / "x.txt").write_text("x")
+    cmd = ["separate", str(d / "mix.wav"), "--method", "auxiva", "--n-iter", "5", "--out",
+           str(d / "o")]  # fmt: skip
+    assert main([*cmd, "--report", str(d / "busy")]) == 2
+    assert "not empty" in _error(capsys)
+    assert not (d / "o").exists()  # refused before any work
+    assert main([*cmd, "--report", str(d / "rep")]) == 0
+    page = (d / "rep" / "index.html").read_text()
+    assert "<audio" in page and "mix" in page
