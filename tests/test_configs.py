@@ -17,7 +17,10 @@ from omegaconf import OmegaConf, open_dict  # noqa: E402
 from torchbss.lightning.entry import build_module, config_dir  # noqa: E402
 
 CONFIGS = config_dir()
-GROUPS = sorted(p.name for p in CONFIGS.iterdir() if p.is_dir() and p.name not in ("hydra",))
+# the groups of train.yaml (configs/benchmark holds the benchmark recipes, a tree of its own)
+GROUPS = sorted(
+    p.name for p in CONFIGS.iterdir() if p.is_dir() and p.name not in ("hydra", "benchmark")
+)
 EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
 
 
