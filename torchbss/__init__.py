@@ -60,13 +60,21 @@ __all__ = [
     "report",
     "inference",
     "export",
+    "images",
+    "runlog",
+    "evaluation",
+    "benchmark",
     "__version__",
 ]
 
 
+_LAZY = ("io", "plot", "report", "inference", "export", "images", "runlog", "evaluation",
+         "benchmark")  # fmt: skip
+
+
 def __getattr__(name: str):
     # optional dependencies (soundfile, matplotlib) are imported only when asked for
-    if name in ("io", "plot", "report", "inference", "export"):
+    if name in _LAZY:
         import importlib
 
         return importlib.import_module(f"torchbss.{name}")

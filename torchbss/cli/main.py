@@ -63,15 +63,6 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _mics(text: str) -> int:
-    value = _positive_int(text)
-    if value < 2:
-        raise argparse.ArgumentTypeError(
-            f"expected >= 2 mics (blind source separation), got {value}"
-        )
-    return value
-
-
 # ----------------------------------------------------------------------------- shared pieces
 def resolve_device(name: str) -> torch.device:
     """A torch device from its name, checked to exist on this machine."""
@@ -210,7 +201,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         with torch.inference_mode():
             est = sep(mix.double()).sources.float()
         elapsed = time.perf_counter() - t0
-        est = est[solve_permutation(ref, est)]
+        pairs = si_sdr(*torch.broadcast_tensors(ref[:, None], est[None, :]))  # (K ref, K est)
+        est = est[solve_permutation(pairs)]
         score = si_sdr(ref, est)
         for k in range(n_src):
             io.save(out / method / f"source{k}.wav", est[k : k + 1], fs, overwrite=True)
@@ -252,11 +244,14 @@ def cmd_separate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     stem = Path(args.input).stem
     paths = [out / f"{stem}_source{k}.wav" for k in range(n_src)]
-    io.check_output_paths(paths, overwrite=args.overwrite)
+    image_paths = [out / f"{stem}_source{k}_images.wav" for k in range(n_src)]
+    io.check_output_paths(paths + (image_paths if args.images else []), overwrite=args.overwrite)
+    if args.images and wsep.input_domain != "stft":
+        raise CLIError("--images needs an STFT-domain separator (the images are per mic STFTs)")
     if args.report is not None:
         _check_report_dir(Path(args.report), args.overwrite)
     t0 = time.perf_counter()
-    online = isinstance(wsep.separator, OnlineSeparator)
+    online = isinstance(wsep.separator, OnlineSeparator) and not args.images
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", io.ClippingWarning)
         if online:  # streamed: flat memory for any length
@@ -267,10 +262,13 @@ def cmd_separate(args: argparse.Namespace) -> int:
         else:
             mix, fs = io.load(args.input)
             with torch.inference_mode():
-                est = wsep(mix.to(device)).sources.cpu()
+                res = wsep(mix.to(device))
+            est = res.sources.cpu()
             for k, path in enumerate(paths):
                 io.save(path, est[k : k + 1].float(), fs, subtype=args.subtype,
                         overwrite=args.overwrite)  # fmt: skip
+            if args.images:
+                _write_images(wsep, res, mix.to(device), image_paths, fs, args)
     for w in caught:
         if issubclass(w.category, io.ClippingWarning):
             print(f"note: {w.message}", file=sys.stderr)
@@ -285,6 +283,18 @@ def cmd_separate(args: argparse.Namespace) -> int:
         f"{elapsed:.2f} s -> {out}/"
     )
     return 0
+
+
+def _write_images(wsep, res, mix: torch.Tensor, paths: list[Path], fs: int, args) -> None:
+    """One multichannel file per source: its image at every mic (they sum to the mixture)."""
+    from torchbss import io
+    from torchbss.images import result_images
+
+    with torch.inference_mode():
+        X = wsep.stft(mix)
+        images = wsep.stft.inverse(result_images(res, X), length=mix.shape[-1]).cpu()
+    for k, path in enumerate(paths):  # images (sources, mics, samples)
+        io.save(path, images[k].float(), fs, subtype=args.subtype, overwrite=args.overwrite)
 
 
 def _check_report_dir(folder: Path, overwrite: bool) -> None:
@@ -312,104 +322,61 @@ def _write_separation_report(args: argparse.Namespace, paths: list[Path], elapse
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Score estimates against references (SDR, SI-SDR, BSS-eval with permutation)."""
+    """Score estimates against references: files of one example, or folders matched by name."""
     import json
 
-    from torchbss import io
-    from torchbss.metrics import bss_eval_sdr, si_sdr
+    from torchbss.evaluation import evaluate_files, evaluate_folders
 
-    ref, fs = io.load(args.reference, dtype=torch.float64)
-    ests = []
-    for path in args.estimates:
-        est, fs_e = io.load(path, dtype=torch.float64)
-        if fs_e != fs:
-            raise CLIError(f"{path} is at {fs_e} Hz but the reference {args.reference} at {fs} Hz")
-        ests.append((path, est))
-    lengths = {est.shape[-1] for _, est in ests}
-    if len(lengths) > 1 or ref.shape[-1] not in lengths:
-        desc = ", ".join(f"{p}: {e.shape[-1]}" for p, e in ests)
-        if not args.truncate:
+    options = {"truncate": args.truncate, "ref_mic": args.ref_mic,
+               "filter_length": args.filter_length}  # fmt: skip
+    if Path(args.reference).is_dir():
+        if len(args.estimates) != 1 or not Path(args.estimates[0]).is_dir():
             raise CLIError(
-                f"lengths differ (reference {args.reference}: {ref.shape[-1]} samples; {desc}); "
-                "pass --truncate to score the common part"
+                "with a folder of references, --estimates takes one folder of estimates "
+                f"(got {args.estimates})"
             )
-    n = min([ref.shape[-1]] + [e.shape[-1] for _, e in ests])
-    est = torch.cat([e[:, :n] for _, e in ests], dim=0)
-    ref = ref[:, :n]
-    if est.shape[0] != ref.shape[0]:
-        raise CLIError(f"{est.shape[0]} estimated channels for {ref.shape[0]} reference channels")
-    mix = None
-    if args.mixture:
-        mix, fs_m = io.load(args.mixture, dtype=torch.float64)
-        if fs_m != fs:
-            raise CLIError(f"mixture {args.mixture} is at {fs_m} Hz, the reference at {fs} Hz")
-        if not 0 <= args.ref_mic < mix.shape[0]:
-            raise CLIError(
-                f"--ref-mic {args.ref_mic} but the mixture {args.mixture} has {mix.shape[0]} "
-                "channels"
-            )
-        if mix.shape[-1] < n:
-            raise CLIError(
-                f"mixture {args.mixture} has {mix.shape[-1]} samples, fewer than the "
-                f"{n} samples scored"
-            )
-    if n < args.filter_length:
-        raise CLIError(
-            f"only {n} samples to score; need at least --filter-length {args.filter_length}"
-        )
-    sdr, sir, sar, perm = bss_eval_sdr(ref, est, filter_length=args.filter_length)
-    est = est[perm]
-    scores = {
-        "sdr_db": sdr.tolist(),
-        "sir_db": sir.tolist(),
-        "sar_db": sar.tolist(),
-        "si_sdr_db": si_sdr(ref, est).tolist(),
-    }
-    if mix is not None:
-        base = si_sdr(ref, mix[args.ref_mic : args.ref_mic + 1, :n].expand_as(ref))
-        scores["si_sdri_db"] = (si_sdr(ref, est) - base).tolist()
-    result = {**scores, "permutation": perm.tolist(), "samples": n}
-    if args.json:
-        print(json.dumps(result, indent=2))
+        ev = evaluate_folders(args.estimates[0], args.reference, args.mixture, **options)
     else:
-        rows = [
-            {"source": k, "estimate": str(perm[k].item()), **{c: v[k] for c, v in scores.items()}}
-            for k in range(ref.shape[0])
-        ]
-        rows.append({"source": "mean", "estimate": "",
-                     **{c: sum(v) / len(v) for c, v in scores.items()}})  # fmt: skip
-        _print_table(rows, list(rows[0]))
+        ev = evaluate_files(args.reference, args.estimates, args.mixture, **options)
+    if args.json:
+        print(json.dumps(ev.to_dict(), indent=2))
+    elif args.csv:
+        print(ev.to_csv(), end="")
+    else:
+        print(ev.table())
     if args.output:
-        Path(args.output).write_text(json.dumps(result, indent=2))
+        Path(args.output).write_text(json.dumps(ev.to_dict(), indent=2))
+    if args.output_csv:
+        ev.to_csv(args.output_csv)
     return 0
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    """Time the separators on a synthetic mixture (a quick, self-contained benchmark)."""
-    from torchbss.inference import WaveformSeparator
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    gen = torch.Generator().manual_seed(0)
-    fs = 16000
-    rows = []
-    for n_mics in args.mics:
-        x = torch.randn(args.batch, n_mics, int(args.seconds * fs), generator=gen)
-        for method in args.methods:
-            sep = WaveformSeparator(
-                build_separator(method, n_src=None, n_iter=None, ref_mic=0, n_freq=1025)
-            )
-            with torch.inference_mode():
-                sep(x)  # warm-up
-                t0 = time.perf_counter()
-                for _ in range(args.repeat):
-                    sep(x)
-            dt = (time.perf_counter() - t0) / args.repeat
-            rows.append({"method": method, "mics": n_mics, "batch": args.batch,
-                         "seconds": args.seconds, "time (s)": dt,
-                         "real-time factor": dt / (args.seconds * args.batch)})  # fmt: skip
-    _print_table(rows, list(rows[0]))
-    return 0
+    """``benchmark``: run a recipe (Hydra overrides), or ``summarize FOLDER``."""
+    try:
+        from torchbss import benchmark
+    except ImportError as err:
+        raise CLIError(
+            f"`torchbss benchmark` needs the benchmark extra: pip install 'torchbss[benchmark]' "
+            f"({err})"
+        ) from None
+    if args.overrides[:1] == ["summarize"]:
+        p = argparse.ArgumentParser(
+            prog="torchbss benchmark summarize",
+            description="rebuild the summary (CSV, JSON, Markdown, figures) of a benchmark folder",
+        )
+        p.add_argument("folder", help="the benchmark folder (out_dir of the run)")
+        p.add_argument("--report", action="store_true", help="also write report/index.html")
+        p.add_argument("--all", dest="all_results", action="store_true",
+                       help="every result file, not only the tasks of the last run")  # fmt: skip
+        p.add_argument("--no-plots", dest="plots", action="store_false", help="no figures")
+        a = p.parse_args(args.overrides[1:])
+        s = benchmark.summarize(a.folder, report=a.report, plots=a.plots, all_results=a.all_results)
+        print(s.table())
+        print(f"{s.n_ok} finished, {s.n_failed} failed, {s.n_missing} not run; wrote "
+              + ", ".join(str(path) for path in s.files.values()))  # fmt: skip
+        return 0 if s.n_failed == 0 and s.n_missing == 0 else 1
+    return benchmark.run(args.overrides)
 
 
 def cmd_hydra(args: argparse.Namespace) -> int:
@@ -458,30 +425,52 @@ def build_parser() -> argparse.ArgumentParser:
                    "never clipped), int16, int24, ...")  # fmt: skip
     p.add_argument("--block-seconds", type=_positive_float, default=10.0,
                    help="block length when streaming an online method")  # fmt: skip
+    p.add_argument(
+        "--images",
+        action="store_true",
+        help="also write each source's image at every mic (<stem>_source<k>_images)",
+    )
     p.add_argument("--report", default=None, metavar="DIR",
                    help="also write a listening report (DIR/index.html)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.set_defaults(func=cmd_separate)
 
     p = sub.add_parser("evaluate", help="score estimates against reference signals")
-    p.add_argument("--reference", required=True, help="file with one reference per channel")
-    p.add_argument("--estimates", required=True, nargs="+", help="estimate file(s)")
-    p.add_argument("--mixture", default=None, help="mixture file, for SI-SDR improvement")
+    p.add_argument(
+        "--reference",
+        required=True,
+        help="file with one reference per channel, or a folder of references",
+    )
+    p.add_argument(
+        "--estimates",
+        required=True,
+        nargs="+",
+        help="estimate file(s), or one folder of estimates (matched by name)",
+    )
+    p.add_argument(
+        "--mixture",
+        default=None,
+        help="mixture file (or folder), for the improvements over the mixture",
+    )
     p.add_argument("--ref-mic", type=_nonnegative_int, default=0)
     p.add_argument("--filter-length", type=_positive_int, default=512)
-    p.add_argument("--truncate", action="store_true",
-                   help="score the common part when lengths differ (else an error)")  # fmt: skip
+    p.add_argument(
+        "--truncate",
+        action="store_true",
+        help="score the common part when lengths differ (else an error)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--csv", action="store_true", help="print CSV instead of a table")
     p.add_argument("--output", default=None, help="also write the scores as JSON to this file")
+    p.add_argument("--output-csv", default=None, help="also write the scores as CSV")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("benchmark", help="time the separators on a synthetic mixture")
-    p.add_argument("--methods", nargs="+", default=sorted(METHODS), choices=sorted(METHODS))
-    p.add_argument("--mics", nargs="+", type=_mics, default=[2, 4])
-    p.add_argument("--seconds", type=_positive_float, default=10.0)
-    p.add_argument("--batch", type=_positive_int, default=1)
-    p.add_argument("--repeat", type=_positive_int, default=1)
-    p.add_argument("--threads", type=_nonnegative_int, default=0)
+    p = sub.add_parser(
+        "benchmark",
+        add_help=False,
+        help="run a benchmark recipe (Hydra overrides; see `benchmark --help`)",
+    )
+    p.add_argument("overrides", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_benchmark)
 
     for name, text in (("train", "train a model (Hydra overrides, e.g. experiment=neural_auxiva)"),
@@ -510,8 +499,9 @@ USER_ERRORS = (
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for user errors)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in ("train", "eval"):  # everything after is Hydra's
-        args = argparse.Namespace(command=argv[0], overrides=argv[1:], func=cmd_hydra)
+    if argv and argv[0] in ("train", "eval", "benchmark"):  # everything after is Hydra's
+        func = cmd_benchmark if argv[0] == "benchmark" else cmd_hydra
+        args = argparse.Namespace(command=argv[0], overrides=argv[1:], func=func)
     else:
         args = build_parser().parse_args(argv)
     try:

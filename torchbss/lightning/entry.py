@@ -1,11 +1,8 @@
 """Hydra entry points of the training stack: ``torchbss train`` / ``torchbss eval``.
 
 The configs live in the top-level ``configs/`` folder of the repository (the layout the
-project follows, next to ``train/``), and the wheel carries the same files as
-``torchbss/_configs`` (``[tool.hatch.build.targets.wheel.force-include]``), so an installed
-``torchbss train`` finds them without a clone: :func:`config_dir` returns the packaged copy when
-it exists and the repository's folder otherwise (editable install, tests). One copy in git, one
-source of truth.
+project follows, next to ``train/``) and ship in the wheel; :func:`torchbss.configs.config_dir`
+finds them (see :mod:`torchbss.configs`).
 """
 
 from __future__ import annotations
@@ -24,18 +21,9 @@ except ImportError as err:  # pragma: no cover - depends on the environment
 
 __all__ = ["config_dir", "train", "evaluate", "run", "build_module"]
 
+from torchbss.configs import config_dir  # noqa: E402 (re-exported)
+
 OmegaConf.register_new_resolver("torchbss.n_freq", lambda n_fft: int(n_fft) // 2 + 1, replace=True)
-
-
-def config_dir() -> Path:
-    """The folder of the Hydra configs: packaged (``torchbss/_configs``) or the repository's."""
-    here = Path(__file__).resolve().parents[1]
-    for candidate in (here / "_configs", here.parent / "configs"):
-        if (candidate / "train.yaml").is_file():
-            return candidate
-    raise FileNotFoundError(
-        f"torchbss configs not found (looked in {here / '_configs'} and {here.parent / 'configs'})"
-    )
 
 
 def build_module(cfg: DictConfig):

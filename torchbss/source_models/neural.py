@@ -50,8 +50,8 @@ class NeuralSourceModel(SourceModel):
     ``forward(Y)``: ``P = |Y|^2`` per source ``(..., sources, freq, frames)``, normalised by its
     mean; ``x = log(P / mean P + floor)``; a 1-D convolutional network over frames (frequency
     bins as channels: ``n_freq -> hidden``, ``n_layers`` residual dilated blocks,
-    ``hidden -> n_freq``) predicts a correction ``z``; ``log lambda = mean_f x + z`` (plus the
-    log of the mean); weights ``phi = 1 / lambda``. Stateless; every source goes through the
+    ``hidden -> n_freq``) predicts a correction ``z`` (bounded by ``max_correction``);
+    ``log lambda = mean_f x + z`` (plus the log of the mean); weights ``phi = 1 / lambda``. Stateless; every source goes through the
     same network.
 
     Args:
@@ -60,6 +60,9 @@ class NeuralSourceModel(SourceModel):
         n_layers: residual blocks (dilations 1, 2, 4, ...).
         kernel_size: odd kernel size over frames.
         floor: relative floor of the normalised power inside the log.
+        max_correction: bound of the learned log-variance correction (``max * tanh(z / max)``),
+            so the weights stay within ``exp(+-max)`` of the Gauss model's whatever the
+            network outputs (an unbounded output makes the unrolled updates overflow).
 
     Shapes:
         ``Y``: ``(..., sources, n_freq, frames)`` complex -> weights of the same shape (real).
@@ -72,6 +75,7 @@ class NeuralSourceModel(SourceModel):
         n_layers: int = 3,
         kernel_size: int = 3,
         floor: float = 1e-4,
+        max_correction: float = 5.0,
     ) -> None:
         super().__init__()
         self.n_freq = check_positive_int(n_freq, "n_freq")
@@ -82,6 +86,9 @@ class NeuralSourceModel(SourceModel):
         if not floor > 0:
             raise ValueError(f"floor must be > 0, got {floor!r}")
         self.floor = float(floor)
+        if not max_correction > 0:
+            raise ValueError(f"max_correction must be > 0, got {max_correction!r}")
+        self.max_correction = float(max_correction)
         self.encoder = nn.Conv1d(n_freq, hidden, 1)
         self.blocks = nn.Sequential(
             *[_ResidualBlock(hidden, kernel_size, 2**i) for i in range(n_layers)]
@@ -105,6 +112,7 @@ class NeuralSourceModel(SourceModel):
         weight_dtype = self.encoder.weight.dtype
         h = self.encoder(x.reshape(-1, *x.shape[-2:]).to(weight_dtype))
         z = self.decoder(self.blocks(h)).reshape(*lead, *x.shape[-2:]).to(x.dtype)
+        z = self.max_correction * torch.tanh(z / self.max_correction)
         return x.mean(-2, keepdim=True) + z + torch.log(mean)
 
     def forward(
@@ -114,4 +122,4 @@ class NeuralSourceModel(SourceModel):
         return torch.exp(-self.log_variance(Y)), state
 
     def extra_repr(self) -> str:
-        return f"n_freq={self.n_freq}, floor={self.floor}"
+        return f"n_freq={self.n_freq}, floor={self.floor}, max_correction={self.max_correction}"
