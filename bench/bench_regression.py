@@ -106,7 +106,7 @@ def _time(root: Path, name: str, data: Path) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base", default=DEFAULT_BASE, help="previous commit (default %(default)s)")
+    parser.add_argument("--base", default=DEFAULT_BASE, help="previous commit (%(default)s)")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="two workloads, two repeats")
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))

@@ -23,6 +23,15 @@ mixture is first reduced per frequency to its ``n_src`` principal components (PC
 ``demixing`` is a square ``(mics, mics)`` matrix of the original mixture whose first ``n_src``
 rows give the sources.
 
+How an iteration is computed (same results, different memory traffic): when the update is one
+of the built-in packed updates (IP1, IP2, ISS; not the OverIVA background route) the loop keeps
+``W`` and its inverse in the frequency-last layout across iterations and computes the weighted
+covariances from packed outer products (:mod:`torchbss.updates.covariance`). With a spherical
+source model (Laplace, Gauss) it does not even form ``Y``: the frame powers the model needs come
+from one GEMM over the outer products (:func:`~torchbss.updates.covariance.packed_output_power`)
+and ``Y = W X`` is computed once at the end. Other updates and source models take the generic
+loop (``source_model(Y)`` -> ``update(W, Y, weights, cache)``).
+
 Degenerate input is documented rather than rejected: an all-zero mic channel or an all-zero
 mixture gives finite output (covariances are diagonally loaded, weights floored), and an
 all-zero mixture separates into all-zero sources.
@@ -30,6 +39,7 @@ all-zero mixture separates into all-zero sources.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,8 +57,10 @@ from torchbss._validation import (
 from torchbss.separators.base import Callback, SeparationResult, Separator
 from torchbss.source_models import SourceModel, as_source_model
 from torchbss.source_models.base import masked_frame_mean, power
-from torchbss.source_models.nmf import needs_graph
+from torchbss.source_models.iva import SphericalModel
+from torchbss.source_models.nmf import NMF, NMFState, needs_graph
 from torchbss.updates import (
+    IP1,
     SpatialUpdate,
     as_update,
     background_update,
@@ -59,6 +71,18 @@ from torchbss.updates import (
     principal_basis,
     projection_back,
 )
+from torchbss.updates.base import (
+    PackedUpdate,
+    demix_outer_products,
+    demix_power,
+    planar_mixture,
+)
+from torchbss.updates.covariance import (
+    packed_outer_products,
+    packed_output_power,
+    packed_weighted_covariance,
+)
+from torchbss.updates.hermitian import from_freq_last, log_abs_det, to_freq_last, upper_pairs
 
 __all__ = ["IterativeSeparator", "IterativeState", "MAX_MICS", "SCALINGS", "OVERDETERMINED"]
 
@@ -94,6 +118,7 @@ class _Problem:
     n_src: int
     frame_mask: torch.Tensor | None
     cache: Any  # the spatial update's own cache
+    route: str | None = None  # see IterativeSeparator._packed_route
 
 
 class IterativeSeparator(Separator):
@@ -186,7 +211,10 @@ class IterativeSeparator(Separator):
             raise ValueError(
                 f"ref_mic must be in [0, {n_mics}) for {n_mics} mics, got {self.ref_mic}"
             )
-        check_finite(X, "X")
+        # one vectorised pass over the real view: NaN / inf propagate into the sum; only a
+        # non-finite sum (also reached by huge finite values) needs the exact, counting check
+        if X.numel() and not bool(torch.isfinite(torch.view_as_real(X).sum())):
+            check_finite(X, "X")
         if frame_mask is not None:
             check_tensor(frame_mask, "frame_mask", min_ndim=1, layout="(..., frames)")
             if frame_mask.shape != X.shape[:-3] + (n_frames,):
@@ -200,12 +228,26 @@ class IterativeSeparator(Separator):
     def _prepare(self, X: torch.Tensor, frame_mask: torch.Tensor | None) -> _Problem:
         n_src = self._check_input(X, frame_mask)
         n_mics = X.shape[-3]
+        # frames contiguous (torch.stft returns frequency-contiguous strides): every reduction
+        # over frames below reads memory in order
+        X = X.contiguous()
         pca = n_src < n_mics and (self.update.square_only or self.overdetermined == "pca")
         Q = principal_basis(X, frame_mask) if pca else None
         Xr = demix(Q, X, n_src) if pca else X
         C = mixture_covariance(Xr, frame_mask) if n_src < Xr.shape[-3] else None
-        cache = self.update.prepare(Xr, n_src, frame_mask)
-        return _Problem(X, Xr, Q, C, n_src, frame_mask, cache)
+        route = self._packed_route(C is not None)
+        mixture_domain = getattr(self.update, "domain", "mixture") == "mixture"
+        if route == "frame_power" and mixture_domain and Xr.dtype == torch.complex64:
+            # exact (float64) products for the frame powers (see packed_output_power); the
+            # covariances use the same numbers rounded to float32
+            exact = packed_outer_products(Xr, frame_mask, dtype=torch.float64)
+            cache = self.update.prepare(Xr, n_src, frame_mask, outer=exact.to(torch.float32))
+            cache = dataclasses.replace(cache, outer_power=exact)
+        else:
+            cache = self.update.prepare(Xr, n_src, frame_mask)
+            if route in ("frame_power", "power"):
+                cache = dataclasses.replace(cache, planar=planar_mixture(Xr))
+        return _Problem(X, Xr, Q, C, n_src, frame_mask, cache, route)
 
     # ------------------------------------------------------------------ state
     def init_state(
@@ -236,6 +278,8 @@ class IterativeSeparator(Separator):
             W = self._check_demixing(W0, shape, Xr)
         if problem.C is not None:  # OverIVA: the background rows, loaded as the update loads
             W = background_update(W, problem.C, problem.n_src, getattr(self.update, "load", 0.0))
+        if type(self.source_model).init_state is SourceModel.init_state:
+            return IterativeState(W, None)  # the default (stateless) start needs no estimates
         Y = demix(W, Xr, problem.n_src)
         return IterativeState(W, self.source_model.init_state(Y, problem.frame_mask))
 
@@ -284,11 +328,16 @@ class IterativeSeparator(Separator):
         callback: Callback | None,
         n_iter: int,
     ) -> SeparationResult:
+        chunk = self._cpu_chunk(X, state, frame_mask, callback)
+        if chunk:
+            return self._run_chunked(X, state, frame_mask, n_iter, chunk)
         problem = self._prepare(X, frame_mask)
         if state is None:
             state = self._init_state(problem, None)
         else:
             state = self._check_state(state, problem)
+        if problem.route is not None:
+            return self._run_packed(problem, state, callback, n_iter)
         W, source = state.demixing, state.source
         Y = demix(W, problem.Xr, problem.n_src)
         costs = [self._cost(W, Y, source, problem)] if self.track_cost else None
@@ -304,6 +353,244 @@ class IterativeSeparator(Separator):
             if callback is not None:
                 callback(i, self._result(problem, W, Y, source, None))
         return self._result(problem, W, Y, source, costs)
+
+    # ------------------------------------------------------------------ the packed loop
+    def _packed_route(self, background: bool) -> str | None:
+        """How the packed loop represents the estimates between iterations, or ``None`` for the
+        generic loop (custom updates, the OverIVA ``background``; see the module docstring):
+
+        * ``"frame_power"``: spherical models (Laplace, Gauss): ``sum_f |y|^2`` ``(..., K, 1, T)``;
+        * ``"power"``: NMF: ``|y|^2`` ``(..., K, F, T)``;
+        * ``"estimates"``: any other source model: ``Y``.
+        """
+        update = self.update
+        packed = isinstance(update, PackedUpdate) and type(update).__call__ in (
+            PackedUpdate.__call__,
+            IP1.__call__,
+        )
+        if not packed or background:
+            return None
+        model = self.source_model
+        if isinstance(model, SphericalModel) and model.uses_power_only():
+            return "frame_power"
+        if isinstance(model, NMF) and model.uses_power_only():
+            return "power"
+        return "estimates"
+
+    def _packed_estimates(
+        self, W: torch.Tensor, problem: _Problem, buffers: dict | None = None
+    ) -> torch.Tensor:
+        """What the loop keeps of the estimates of frequency-last ``W`` between iterations.
+
+        ``"estimates"`` route: ``Y``. Otherwise, for the mixture-domain updates (IP1, IP2) the
+        powers the source model needs (``"frame_power"``: ``sum_f |y|^2``, from the float64
+        outer products for complex64 input; ``"power"``: ``|y|^2``), and for the
+        estimates-domain update (ISS) the packed outer products of ``Y``, whose first ``K``
+        planes are those powers.
+        """
+        cache, K, route = problem.cache, problem.n_src, problem.route
+        if route == "estimates":
+            return demix(from_freq_last(W), problem.Xr, K)
+        buffers = buffers or {}
+        if self.update.domain == "estimates":
+            return demix_outer_products(W, cache.planar, K, buffers.get("est"), buffers.get("work"))
+        if route == "frame_power" and cache.outer_power is not None:
+            return packed_output_power(W, cache.outer_power, K).to(W.real.dtype)
+        P = demix_power(W, cache.planar, K, buffers.get("est"), buffers.get("work"))
+        return P.sum(-2, keepdim=True) if route == "frame_power" else P
+
+    def _model_input(self, est: torch.Tensor, problem: _Problem) -> torch.Tensor:
+        """The source model's input (frame powers, powers or ``Y``) from the loop's estimates."""
+        route = problem.route
+        if route == "estimates" or self.update.domain == "mixture":
+            return est
+        P = est[..., : problem.n_src, :, :]  # the powers are the first planes of y y^H
+        return P.sum(-2, keepdim=True) if route == "frame_power" else P
+
+    def _packed_buffers(self, problem: _Problem) -> dict | None:
+        """Buffers reused by every iteration (without autograd) for the full-size estimates."""
+        route, Xp = problem.route, problem.cache.planar
+        if Xp is None or route == "estimates" or torch.is_grad_enabled():
+            return None
+        K, (F, _, T) = problem.n_src, Xp.shape[-3:]
+        iss = self.update.domain == "estimates"
+        if route == "frame_power" and not iss:
+            return None  # the frame powers are small
+        new = lambda *s: torch.empty(Xp.shape[:-3] + s, dtype=Xp.dtype, device=Xp.device)  # noqa: E731
+        buffers = {"est": new(K * K if iss else K, F, T), "work": new(F, 2 * K, T)}
+        if route == "power":
+            buffers["workspace"] = (new(K, F, T), new(K, F, T))
+        return buffers
+
+    def _packed_iteration(
+        self,
+        W: torch.Tensor,
+        est: torch.Tensor,
+        source: Any,
+        problem: _Problem,
+        buffers: dict | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """One MM iteration on frequency-last ``W``; ``est`` as :meth:`_packed_estimates`."""
+        cache, model, route, K = problem.cache, self.source_model, problem.route, problem.n_src
+        inputs = self._model_input(est, problem)
+        if route == "frame_power":
+            weights = model.weights_from_power(inputs, problem.Xr.shape[-2])
+        elif route == "power":
+            workspace = buffers["workspace"] if buffers else None
+            weights, source = model.weights_from_power(
+                inputs, source, problem.frame_mask, workspace
+            )
+        else:
+            weights, source = model(inputs, source, problem.frame_mask)
+        if self.update.domain == "mixture":
+            Vd, Vo = self.update.covariances(weights, cache)
+        else:  # ISS: the weighted covariances of the estimates
+            mask = problem.frame_mask
+            if route == "estimates":
+                YY = packed_outer_products(est, mask)  # invalid frames zeroed
+            else:
+                YY = est  # from the unmasked mixture: the weights drop the invalid frames
+                if mask is not None:
+                    weights = weights * mask.to(weights.dtype)[..., None, None, :]
+            Vd, Vo = packed_weighted_covariance(YY, weights, cache.n_valid)
+        W = self.update.update_packed(W, Vd, Vo, cache.n_valid)
+        est = self._packed_estimates(W, problem, buffers)
+        if self.normalize:
+            inputs = self._model_input(est, problem)
+            if route == "frame_power":
+                p = inputs[..., 0, :].sum(-1) / (problem.Xr.shape[-2] * _valid(problem))
+            elif route == "power":
+                p = masked_frame_mean(inputs, problem.frame_mask).mean(-1)
+            else:
+                p = _mean_power(inputs, problem.frame_mask)
+            scale = _normalization_scale(p)
+            source = model.rescale(source, scale)
+            factor = _estimate_scale(scale, route, self.update.domain)[..., None, None]
+            factor = factor.to(est.dtype)
+            # est is this iteration's own: rescale it in place unless autograd records it
+            est = est * factor if needs_graph(est, scale) else est.mul_(factor)
+            s = _pad_scale(scale, W.shape[-2], K).to(W.dtype)
+            W = W * s[..., :, None, None]
+        return W, est, source
+
+    @torch.no_grad()
+    def _packed_cost(
+        self,
+        W: torch.Tensor,
+        est: torch.Tensor,
+        source: Any,
+        problem: _Problem,
+        buffers: dict | None = None,
+    ):
+        """Negative log-likelihood per frame ``(...)`` (detached), frequency-last ``W``."""
+        model, mask, route = self.source_model, problem.frame_mask, problem.route
+        inputs = self._model_input(est, problem)
+        if route == "frame_power":
+            cost = model.cost_from_power(inputs[..., 0, :], problem.Xr.shape[-2], mask)
+        elif route == "power":
+            workspace = buffers.get("workspace") if buffers else None
+            cost = model.cost_from_power(inputs, source, mask, workspace)
+        else:
+            cost = model.cost(inputs, source, mask)
+        return cost - 2.0 * log_abs_det(W).sum(-1)
+
+    def _run_packed(
+        self, problem: _Problem, state: IterativeState, callback: Callback | None, n_iter: int
+    ) -> SeparationResult:
+        buffers = self._packed_buffers(problem)
+        W, source = to_freq_last(state.demixing), state.source
+        est = self._packed_estimates(W, problem, buffers)
+        track = self.track_cost
+        costs = [self._packed_cost(W, est, source, problem, buffers)] if track else None
+        for i in range(n_iter):
+            if self.checkpoint and torch.is_grad_enabled():
+                W, est, source = _checkpoint(
+                    self._packed_iteration, W, est, source, problem, use_reentrant=False
+                )
+            else:
+                W, est, source = self._packed_iteration(W, est, source, problem, buffers)
+            if costs is not None:
+                costs.append(self._packed_cost(W, est, source, problem, buffers))
+            if callback is not None:
+                W_pub = from_freq_last(W)
+                Y = est if problem.route == "estimates" else demix(W_pub, problem.Xr, problem.n_src)
+                callback(i, self._result(problem, W_pub, Y, source, None))
+        W = from_freq_last(W)
+        Y = est if problem.route == "estimates" else demix(W, problem.Xr, problem.n_src)
+        return self._result(problem, W, Y, source, costs)
+
+    # ------------------------------------------------------------------ batches on CPU
+    #: on CPU a batch is separated in chunks of mixtures whose working set (about
+    #: ``16 mics^2 freq frames`` bytes each, the outer products read every iteration) stays
+    #: below this many bytes: beyond it the reads come from memory instead of cache and a
+    #: batch runs slower than a loop over its mixtures (measured on a 2-core Xeon VM: the
+    #: covariance GEMM streams at ~24 GB/s up to ~16 MB, ~10 GB/s beyond 32 MB)
+    cpu_chunk_bytes: int = 32 * 2**20
+
+    def _cpu_chunk(
+        self,
+        X: object,
+        state: Any,
+        frame_mask: torch.Tensor | None,
+        callback: Callback | None,
+    ) -> int:
+        """Mixtures per chunk for a CPU batch (0: no chunking)."""
+        if not isinstance(X, torch.Tensor) or X.ndim < 4 or X.device.type != "cpu":
+            return 0
+        if callback is not None or (torch.is_grad_enabled() and X.requires_grad):
+            return 0
+        if state is not None and not (
+            isinstance(state, IterativeState)
+            and (state.source is None or isinstance(state.source, NMFState))
+        ):
+            return 0
+        n_batch = X.shape[:-3].numel()
+        M, F, T = X.shape[-3:]
+        per_mixture = 16 * M * M * F * T
+        chunk = max(1, self.cpu_chunk_bytes // max(per_mixture, 1))
+        return chunk if chunk < n_batch else 0
+
+    def _run_chunked(
+        self,
+        X: torch.Tensor,
+        state: IterativeState | None,
+        frame_mask: torch.Tensor | None,
+        n_iter: int,
+        chunk: int,
+    ) -> SeparationResult:
+        """:meth:`_run` on chunks of the flattened batch; the results are concatenated."""
+        self._check_input(X, frame_mask)  # errors name the whole input, not a chunk
+        batch = X.shape[:-3]
+        flat = X.reshape((-1,) + X.shape[-3:])
+        mask = None if frame_mask is None else frame_mask.reshape(-1, frame_mask.shape[-1])
+        results = []
+        for start in range(0, flat.shape[0], chunk):
+            part = slice(start, start + chunk)
+            part_state = None if state is None else _state_part(state, batch, part)
+            results.append(
+                self._run(
+                    flat[part], part_state, None if mask is None else mask[part], None, n_iter
+                )
+            )
+
+        def cat(tensors: list[torch.Tensor]) -> torch.Tensor:
+            out = torch.cat(tensors, 0)
+            return out.reshape(batch + out.shape[1:])
+
+        sources = [r.state.source for r in results]
+        source = None
+        if sources[0] is not None:
+            source = NMFState(
+                basis=cat([s.basis for s in sources]),
+                activations=cat([s.activations for s in sources]),
+            )
+        costs = [r.cost for r in results]
+        return SeparationResult(
+            sources=cat([r.sources for r in results]),
+            state=IterativeState(cat([r.state.demixing for r in results]), source),
+            demixing=cat([r.demixing for r in results]),
+            cost=None if costs[0] is None else cat(costs),
+        )
 
     def forward(
         self,
@@ -370,24 +657,13 @@ class IterativeSeparator(Separator):
 
     def _normalize(self, W: torch.Tensor, Y: torch.Tensor, source: Any, problem: _Problem):
         """Rescale rows of ``W``, ``Y`` and the source variances to unit output power."""
-        if problem.frame_mask is None:
-            # mean power without a full-size temporary: a batched dot product of the real view
-            Yr = torch.view_as_real(Y).flatten(-2)  # (..., n_src, freq, 2 frames)
-            p = torch.linalg.vecdot(Yr, Yr).mean(-1) / Y.shape[-1]  # (..., n_src)
-        else:
-            p = masked_frame_mean(power(Y), problem.frame_mask).mean(-1)
-        # a source that is numerically silent (all-zero input, or below the precision of the
-        # loudest source, e.g. a duplicated mic) keeps its scale, so nothing overflows
-        info = torch.finfo(p.dtype)
-        floor = torch.maximum(info.eps * p.amax(-1, keepdim=True), torch.tensor(info.tiny**0.5))
-        scale = torch.where(p > floor, p.clamp_min(info.tiny**0.5).rsqrt(), torch.ones_like(p))
+        scale = _normalization_scale(_mean_power(Y, problem.frame_mask))
         source = self.source_model.rescale(source, scale)
         if needs_graph(Y, scale):
             Y = Y * scale[..., None, None].to(Y.dtype)
         else:  # Y is this iteration's own estimate: rescale it in place
             Y = Y.mul_(scale[..., None, None].to(Y.dtype))
-        pad = torch.ones(W.shape[-1] - problem.n_src, dtype=scale.dtype, device=scale.device)
-        s = torch.cat([scale, pad.expand(scale.shape[:-1] + pad.shape)], -1).to(W.dtype)
+        s = _pad_scale(scale, W.shape[-1], problem.n_src).to(W.dtype)
         return W * s[..., None, :, None], Y, source
 
     def extra_repr(self) -> str:
@@ -395,3 +671,59 @@ class IterativeSeparator(Separator):
             f"n_iter={self.n_iter}, update={self.update!r}, n_src={self.n_src}, "
             f"ref_mic={self.ref_mic}, scaling={self.scaling!r}"
         )
+
+
+def _valid(problem: _Problem) -> torch.Tensor | int:
+    """Number of valid frames ``(...)`` of the problem (an int without a mask)."""
+    return problem.cache.n_valid if hasattr(problem.cache, "n_valid") else problem.Xr.shape[-1]
+
+
+def _mean_power(Y: torch.Tensor, frame_mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean output power ``(..., n_src)`` over frequencies and (valid) frames."""
+    if frame_mask is None:
+        # mean power without a full-size temporary: a batched dot product of the real view
+        Yr = torch.view_as_real(Y).flatten(-2)  # (..., n_src, freq, 2 frames)
+        return torch.linalg.vecdot(Yr, Yr).mean(-1) / Y.shape[-1]
+    return masked_frame_mean(power(Y), frame_mask).mean(-1)
+
+
+def _normalization_scale(p: torch.Tensor) -> torch.Tensor:
+    """Per-source amplitude scale ``(..., n_src)`` to unit mean power ``p``.
+
+    A source that is numerically silent (all-zero input, or below the precision of the loudest
+    source, e.g. a duplicated mic) keeps its scale, so nothing overflows.
+    """
+    info = torch.finfo(p.dtype)
+    floor = torch.maximum(info.eps * p.amax(-1, keepdim=True), torch.tensor(info.tiny**0.5))
+    return torch.where(p > floor, p.clamp_min(info.tiny**0.5).rsqrt(), torch.ones_like(p))
+
+
+def _estimate_scale(scale: torch.Tensor, route: str, domain: str) -> torch.Tensor:
+    """How the loop's estimates scale when source ``k`` is scaled by ``scale[k]``: ``Y`` by
+    ``s_k``, powers by ``s_k^2``, the packed outer products of ``Y`` by ``s_i s_j``."""
+    if route == "estimates":
+        return scale
+    if domain == "mixture":
+        return scale.square()
+    rows, cols = upper_pairs(scale.shape[-1])
+    cross = scale[..., list(rows)] * scale[..., list(cols)]
+    return torch.cat([scale.square(), cross, cross], -1)
+
+
+def _pad_scale(scale: torch.Tensor, n_rows: int, n_src: int) -> torch.Tensor:
+    """The scale of every row of ``W``: ``scale`` for the sources, 1 for the background rows."""
+    pad = torch.ones(n_rows - n_src, dtype=scale.dtype, device=scale.device)
+    return torch.cat([scale, pad.expand(scale.shape[:-1] + pad.shape)], -1)
+
+
+def _state_part(state: IterativeState, batch: torch.Size, part: slice) -> IterativeState:
+    """The chunk ``part`` of the flattened batch ``batch`` of a state (broadcast if needed)."""
+
+    def take(t: torch.Tensor, tail: int) -> torch.Tensor:
+        t = t.expand(batch + t.shape[-tail:])
+        return t.reshape((-1,) + t.shape[-tail:])[part]
+
+    source = state.source
+    if isinstance(source, NMFState):
+        source = NMFState(take(source.basis, 3), take(source.activations, 3))
+    return IterativeState(take(state.demixing, 3), source)

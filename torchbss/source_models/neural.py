@@ -51,8 +51,8 @@ class NeuralSourceModel(SourceModel):
     mean; ``x = log(P / mean P + floor)``; a 1-D convolutional network over frames (frequency
     bins as channels: ``n_freq -> hidden``, ``n_layers`` residual dilated blocks,
     ``hidden -> n_freq``) predicts a correction ``z`` (bounded by ``max_correction``);
-    ``log lambda = mean_f x + z`` (plus the log of the mean); weights ``phi = 1 / lambda``. Stateless; every source goes through the
-    same network.
+    ``log lambda = mean_f x + z`` (plus the log of the mean); weights ``phi = 1 / lambda``.
+    Stateless; every source goes through the same network.
 
     Args:
         n_freq: number of frequency bins of the STFT it runs on.

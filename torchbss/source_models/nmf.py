@@ -113,13 +113,27 @@ def needs_graph(*tensors: torch.Tensor | float | None) -> bool:
     )
 
 
+#: two ``(..., freq, frames)`` buffers that the batch update reuses for ``1 / R`` and ``P / R^2``
+Workspace = tuple[torch.Tensor, torch.Tensor]
+
+
 def _ratio_terms(
-    P: torch.Tensor, T: torch.Tensor, H: torch.Tensor, eps: float, inplace: bool
+    P: torch.Tensor,
+    T: torch.Tensor,
+    H: torch.Tensor,
+    eps: float,
+    inplace: bool,
+    workspace: Workspace | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(P / R^2, 1 / R)`` with ``R = max(T H, eps)``; fresh buffers reused in place if allowed."""
+    """``(P / R^2, 1 / R)`` with ``R = max(T H, eps)``; fresh buffers reused in place if allowed.
+
+    With ``inplace`` and a ``workspace``, the two results are written into its buffers (no new
+    full-size tensors: on CPU every fresh one costs its page faults).
+    """
     if inplace:
-        inv_r = torch.matmul(T, H).clamp_min_(eps).reciprocal_()
-        return torch.mul(P, inv_r).mul_(inv_r), inv_r
+        r_out, a_out = workspace if workspace is not None else (None, None)
+        inv_r = torch.matmul(T, H, out=r_out).clamp_min_(eps).reciprocal_()
+        return torch.mul(P, inv_r, out=a_out).mul_(inv_r), inv_r
     inv_r = 1.0 / (T @ H).clamp_min(eps)
     return P * inv_r * inv_r, inv_r
 
@@ -160,7 +174,19 @@ def nmf_activation_update(
     Returns:
         ``(..., n_basis, frames)`` new activations.
     """
-    a, inv_r = _ratio_terms(P, T, H, eps, inplace=not needs_graph(P, T, H))
+    return _activation_update(P, T, H, exponent, eps)
+
+
+def _activation_update(
+    P: torch.Tensor,
+    T: torch.Tensor,
+    H: torch.Tensor,
+    exponent: float | torch.Tensor,
+    eps: float,
+    workspace: Workspace | None = None,
+) -> torch.Tensor:
+    """:func:`nmf_activation_update`, optionally writing its temporaries into ``workspace``."""
+    a, inv_r = _ratio_terms(P, T, H, eps, not needs_graph(P, T, H), workspace)
     Tt = T.transpose(-1, -2)
     if H.shape[-1] == 1:  # one frame (online): both products in one matmul
         num, den = (Tt @ torch.cat([a, inv_r], -1)).unbind(-1)
@@ -189,12 +215,26 @@ def nmf_basis_statistics(
     Returns:
         ``(A, B)``, each ``(..., freq, n_basis)``.
     """
+    return _basis_statistics(P, T, H, eps, frame_mask)
+
+
+def _basis_statistics(
+    P: torch.Tensor,
+    T: torch.Tensor,
+    H: torch.Tensor,
+    eps: float,
+    frame_mask: torch.Tensor | None,
+    workspace: Workspace | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`nmf_basis_statistics`, optionally writing its temporaries into ``workspace``."""
     m = _frame_mask_like(frame_mask, P)
-    a, inv_r = _ratio_terms(P, T, H, eps, inplace=not needs_graph(P, T, H))
+    inplace = not needs_graph(P, T, H)
+    a, inv_r = _ratio_terms(P, T, H, eps, inplace, workspace)
     if m is not None:
-        a, inv_r = a * m, inv_r * m
-    Ht = H.transpose(-1, -2)
-    return (a @ Ht) * (T * T), inv_r @ Ht
+        a, inv_r = (a.mul_(m), inv_r.mul_(m)) if inplace else (a * m, inv_r * m)
+    # (H a^T)^T: the long frames axis as the GEMM's reduction over contiguous rows of both
+    # operands (measurably faster than a @ H^T for a handful of bases)
+    return (H @ a.mT).mT * (T * T), (H @ inv_r.mT).mT
 
 
 def basis_from_statistics(A: torch.Tensor, B: torch.Tensor, eps: float = 1e-15) -> torch.Tensor:
@@ -230,9 +270,20 @@ def nmf_update(
     Returns:
         The updated :class:`NMFState`.
     """
-    A, B = nmf_basis_statistics(P, state.basis, state.activations, eps, frame_mask)
+    return _nmf_update(P, state, frame_mask, eps)
+
+
+def _nmf_update(
+    P: torch.Tensor,
+    state: NMFState,
+    frame_mask: torch.Tensor | None,
+    eps: float,
+    workspace: Workspace | None = None,
+) -> NMFState:
+    """:func:`nmf_update`; both halves write their temporaries into the same ``workspace``."""
+    A, B = _basis_statistics(P, state.basis, state.activations, eps, frame_mask, workspace)
     T = basis_from_statistics(A, B, eps)
-    H = nmf_activation_update(P, T, state.activations, 0.5, eps)
+    H = _activation_update(P, T, state.activations, 0.5, eps, workspace)
     # the split of lambda = T H between T and H is free (both updates are equivariant to
     # T -> T c, H -> H / c): keep each basis at unit mean so the split cannot drift to overflow
     # (it does where a source is nulled, e.g. a duplicated mic in float32)
@@ -312,23 +363,66 @@ class NMF(SourceModel):
         self, Y: torch.Tensor, state: NMFState | None = None, frame_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, NMFState]:
         """Update the factors on ``|Y|^2``; weights ``(..., sources, freq, frames)``."""
+        return self.weights_from_power(power(Y), state, frame_mask)
+
+    def weights_from_power(
+        self,
+        P: torch.Tensor,
+        state: NMFState | None = None,
+        frame_mask: torch.Tensor | None = None,
+        workspace: Workspace | None = None,
+    ) -> tuple[torch.Tensor, NMFState]:
+        """:meth:`forward` from the power ``P = |Y|^2`` ``(..., sources, freq, frames)``.
+
+        Args:
+            P: observed power.
+            state: current factors (``None``: :meth:`init_state`).
+            frame_mask: optional ``(batch..., frames)`` valid-frame mask.
+            workspace: optional two buffers shaped like ``P`` for the temporaries (without
+                autograd); the returned weights are written into the second one.
+        """
         if state is None:
-            state = self.init_state(Y, frame_mask)
-        state = nmf_update(power(Y), state, frame_mask, self.eps)
-        lam = state.variance()
-        if needs_graph(lam):
-            return 1.0 / lam.clamp_min(self.eps), state
+            state = self.init_state(P, frame_mask)
+        if needs_graph(P, state.basis, state.activations):
+            state = nmf_update(P, state, frame_mask, self.eps)
+            return 1.0 / state.variance().clamp_min(self.eps), state
+        # no graph: the update's temporaries live in two buffers, the second of which (free
+        # again afterwards) receives the weights
+        if workspace is None:
+            workspace = (torch.empty_like(P), torch.empty_like(P))
+        state = _nmf_update(P, state, frame_mask, self.eps, workspace)
+        lam = torch.matmul(state.basis, state.activations, out=workspace[1])
         return lam.clamp_min_(self.eps).reciprocal_(), state
 
     def cost(
         self, Y: torch.Tensor, state: NMFState | None = None, frame_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         """``sum_{k,f} mean_t (|y|^2 / lambda + log lambda)``, shape ``(...)``."""
+        return self.cost_from_power(power(Y), state, frame_mask)
+
+    def cost_from_power(
+        self,
+        P: torch.Tensor,
+        state: NMFState | None,
+        frame_mask: torch.Tensor | None = None,
+        workspace: Workspace | None = None,
+    ) -> torch.Tensor:
+        """:meth:`cost` from ``P = |Y|^2``; ``workspace`` as in :meth:`weights_from_power`."""
         if state is None:
             raise ValueError("NMF.cost needs the NMF state (basis and activations), got None")
-        lam = state.variance(self.eps)
-        nll = power(Y) / lam + torch.log(lam)
+        if needs_graph(P, state.basis, state.activations):
+            lam = state.variance(self.eps)
+            nll = P / lam + torch.log(lam)
+        else:  # the same, in two buffers
+            r_out, a_out = workspace if workspace is not None else (None, None)
+            lam = torch.matmul(state.basis, state.activations, out=r_out).clamp_min_(self.eps)
+            nll = torch.div(P, lam, out=a_out).add_(lam.log_())
         return masked_frame_mean(nll, frame_mask).sum((-1, -2))
+
+    def uses_power_only(self) -> bool:
+        """Whether ``forward`` and ``cost`` are the power-based ones (not overridden)."""
+        cls = type(self)
+        return cls.forward is NMF.forward and cls.cost is NMF.cost
 
     def rescale(self, state: NMFState, scale: torch.Tensor) -> NMFState:
         """Multiply each source's variance by ``scale**2`` (through its bases)."""

@@ -7,6 +7,16 @@ Notation (shared by every module of :mod:`torchbss.updates`):
 * ``V_k = 1/T sum_t phi_kt x_t x_t^H``: weighted covariance of source ``k``,
   ``(..., sources, freq, mics, mics)`` complex Hermitian.
 
+The batch updates work on *packed* outer products (:func:`packed_outer_products`): per frame
+and frequency the ``M^2`` real numbers of the Hermitian ``x x^H`` (real diagonal, real and
+imaginary parts of the strict upper triangle), stored as ``(..., M^2, freq, frames)``. With
+weights that do not depend on frequency (Laplace, Gauss) the covariances of all sources are
+then one real GEMM ``(sources, frames) @ (frames, M^2 freq)``
+(:func:`packed_weighted_covariance`), and the output power of every source per frame is
+another (:func:`packed_output_power`), so an iteration reads the outer products twice and
+never forms ``Y = W X``. Frequency-dependent weights (NMF) use one batched matmul over
+frequencies on the same layout.
+
 Diagonal loading has one meaning everywhere (batch and online separators, IP1, IP2, OverIVA):
 ``V + load * max(mean(diag V), floor) * I`` — relative to the mean diagonal, with an absolute
 ``floor`` so that an all-zero covariance (silent input, the zero initial state of an online
@@ -18,6 +28,8 @@ from __future__ import annotations
 import torch
 from einops import einsum
 
+from torchbss.updates.hermitian import upper_pairs
+
 __all__ = [
     "DEFAULT_LOAD",
     "default_floor",
@@ -26,6 +38,10 @@ __all__ = [
     "mixture_covariance",
     "outer_products",
     "weighted_covariance_from_outer",
+    "packed_outer_products",
+    "packed_weighted_covariance",
+    "packed_output_power",
+    "valid_frames",
 ]
 
 #: relative diagonal loading of the weighted covariances of the batch updates (IP1, IP2)
@@ -129,7 +145,8 @@ def weighted_covariance_from_outer(
         ``(..., sources, freq, mics, mics)`` complex Hermitian.
     """
     n_freq, n_frames, M = XX.shape[-4], XX.shape[-3], XX.shape[-1]
-    weights, denom = _frame_weights(weights, frame_mask, n_frames, 2)
+    # denom divides V (..., sources, freq, 2 M^2): three trailing dims
+    weights, denom = _frame_weights(weights, frame_mask, n_frames, 3)
     XXr = torch.view_as_real(XX).flatten(-3)  # (..., f, t, 2 M^2)
     w = weights.expand(weights.shape[:-2] + (n_freq, n_frames)).to(XXr.dtype)  # (.., k, f, t)
     # one (freq, 1, frames) @ (freq, frames, 2 M^2) matmul per source: reads each source's
@@ -137,3 +154,141 @@ def weighted_covariance_from_outer(
     V = torch.stack([w[..., k, :, None, :] @ XXr for k in range(w.shape[-3])], -4)[..., 0, :]
     V = V / denom
     return torch.view_as_complex(V.unflatten(-1, (M, M, 2)).contiguous())
+
+
+def valid_frames(
+    frame_mask: torch.Tensor | None, n_frames: int, dtype: torch.dtype
+) -> torch.Tensor | int:
+    """Number of valid frames ``(...)`` (``n_frames`` without a mask), floored at 1."""
+    if frame_mask is None:
+        return n_frames
+    return frame_mask.to(dtype).sum(-1).clamp_min(1.0)
+
+
+def packed_outer_products(
+    X: torch.Tensor, frame_mask: torch.Tensor | None = None, dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """Packed real outer products ``x_ft x_ft^H`` for the GEMM covariances, once per separation.
+
+    Rows ``c`` of the result: the ``M`` diagonal entries ``|x_m|^2``, then the real parts and
+    then the imaginary parts of ``x_i conj(x_j)`` for the pairs ``i < j`` of
+    :func:`~torchbss.updates.hermitian.upper_pairs` (the packed layout of
+    :mod:`~torchbss.updates.hermitian`). Frames outside ``frame_mask`` are zero, so that
+    covariances and powers computed from it ignore them.
+
+    Args:
+        X: ``(..., mics, freq, frames)`` complex mixture STFT.
+        frame_mask: optional ``(..., frames)`` {0, 1} mask of valid frames.
+        dtype: real dtype of the result (default: that of ``X``). ``float64`` for ``complex64``
+            input keeps the products exact (a product of two float32 numbers is exact in
+            float64), which :func:`packed_output_power` needs.
+
+    Returns:
+        ``(..., M^2, freq, frames)`` real, contiguous.
+    """
+    M = X.shape[-3]
+    rows, cols = upper_pairs(M)
+    real = X.real.dtype if dtype is None else dtype
+    R = torch.view_as_real(X)
+    re, im = R[..., 0].to(real), R[..., 1].to(real)  # planar (..., M, F, T)
+    if torch.is_grad_enabled() and X.requires_grad:
+        parts = [re.square() + im.square()]
+        if rows:
+            ri, rj, ii, ij = (
+                re[..., rows, :, :],
+                re[..., cols, :, :],
+                im[..., rows, :, :],
+                im[..., cols, :, :],
+            )
+            parts += [ri * rj + ii * ij, ii * rj - ri * ij]
+        XX = torch.cat(parts, dim=-3)
+        if frame_mask is not None:
+            XX = XX * frame_mask.to(real)[..., None, None, :]
+        return XX
+    # no graph: write every plane in place into one buffer (no temporaries)
+    P = len(rows)
+    XX = torch.empty(X.shape[:-3] + (M + 2 * P,) + X.shape[-2:], dtype=real, device=X.device)
+    torch.mul(re, re, out=XX[..., :M, :, :]).addcmul_(im, im)
+    for p, (i, j) in enumerate(zip(rows, cols)):
+        ri, rj, ii, ij = re[..., i, :, :], re[..., j, :, :], im[..., i, :, :], im[..., j, :, :]
+        torch.mul(ri, rj, out=XX[..., M + p, :, :]).addcmul_(ii, ij)
+        torch.mul(ii, rj, out=XX[..., M + P + p, :, :]).addcmul_(ri, ij, value=-1)
+    if frame_mask is not None:
+        XX.mul_(frame_mask.to(real)[..., None, None, :])
+    return XX
+
+
+def packed_weighted_covariance(
+    XX: torch.Tensor, weights: torch.Tensor, n_valid: torch.Tensor | int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Packed weighted covariances ``V_k = sum_t phi_kt x_t x_t^H / T`` of all sources.
+
+    Frequency-independent weights ``(..., K, 1, T)``: one real GEMM
+    ``(K, T) @ (T, M^2 F)`` per mixture; frequency-dependent ``(..., K, F, T)``: one batched
+    matmul over frequencies ``(F, K, T) @ (F, T, M^2)``. Either way the result comes out packed
+    and frequency-last, as :func:`~torchbss.updates.hermitian.hermitian_inverse` takes it.
+
+    Args:
+        XX: ``(..., M^2, F, T)`` from :func:`packed_outer_products` (invalid frames zeroed).
+        weights: ``(..., K, 1 or F, T)`` real weights ``phi``.
+        n_valid: number of valid frames ``T``, an int or a ``(...)`` tensor.
+
+    Returns:
+        ``(d, o)``: ``d`` ``(..., K, M, F)`` real diagonals and ``o`` ``(..., K, M (M-1)/2, F)``
+        complex strict upper triangles.
+    """
+    C, F, T = XX.shape[-3:]
+    M = round(C**0.5)
+    w = weights.to(XX.dtype)
+    if w.shape[-2] == 1:
+        # (..., K, T) @ (..., T, C F): the frames are the reduction dim of one GEMM
+        V = (w[..., 0, :] @ XX.flatten(-3, -2).mT).unflatten(-1, (C, F))
+    else:
+        V = einsum(w, XX, "... k f t, ... c f t -> ... k c f")
+    if isinstance(n_valid, torch.Tensor):
+        n_valid = n_valid[..., None, None, None]
+    V = V / n_valid
+    P = (C - M) // 2
+    d = V[..., :M, :]
+    o = torch.complex(V[..., M : M + P, :], V[..., M + P :, :])
+    return d, o
+
+
+def packed_output_power(
+    W: torch.Tensor, XX: torch.Tensor, n_src: int, per_frequency: bool = False
+) -> torch.Tensor:
+    """Output powers ``|y_kft|^2`` of ``Y = W X`` from the packed outer products.
+
+    ``|w^H x|^2 = sum_ij W_ki conj(W_kj) x_i conj(x_j)`` is linear in the outer products, so the
+    power of every source per frame, summed over frequencies (what the spherical source
+    models need), is one real GEMM ``(K, M^2 F) @ (M^2 F, T)`` and ``Y`` is never formed.
+
+    Accuracy: the sum cancels where a source is well separated, so its rounding error is
+    ``~ eps sum_f ||w||^2 ||x||^2`` rather than ``eps |y|^2``. The ratio of the two reaches
+    ``1e4`` on real mixtures and ``1e12`` on synthetic instantaneous ones, so float32
+    outer products are not enough: the batch separators pass float64 ones for complex64 input
+    (the coefficients are then formed in float64 too), and compute the powers from ``Y`` for
+    complex128 input.
+
+    Args:
+        W: ``(..., M, M, F)`` demixing matrices, frequency last (row ``k`` gives source ``k``).
+        XX: ``(..., M^2, F, T)`` from :func:`packed_outer_products`.
+        n_src: number of sources (the first rows of ``W``).
+        per_frequency: return ``(..., K, F, T)`` instead of the sum over frequencies.
+
+    Returns:
+        ``(..., K, 1, T)`` real: ``sum_f |y_kft|^2`` (``(..., K, F, T)`` with
+        ``per_frequency``). Mathematically non-negative; rounding can leave tiny negative
+        values where a source is cancelled, which the source models' floors absorb.
+    """
+    M = W.shape[-2]
+    rows, cols = upper_pairs(M)
+    Wk = W[..., :n_src, :, :].to(XX.dtype.to_complex())  # (..., K, M, F)
+    coef = [Wk.real.square() + Wk.imag.square()]
+    if rows:
+        q = 2.0 * Wk[..., list(rows), :] * Wk[..., list(cols), :].conj()  # (..., K, P, F)
+        coef += [q.real, -q.imag]
+    coef = torch.cat(coef, dim=-2)  # (..., K, C, F)
+    if per_frequency:
+        return einsum(coef, XX, "... k c f, ... c f t -> ... k f t")
+    return (coef.flatten(-2) @ XX.flatten(-3, -2)).unsqueeze(-2)

@@ -24,6 +24,9 @@ __all__ = [
     "unpack_hermitian",
     "packed_outer",
     "hermitian_inverse",
+    "packed_matvec",
+    "log_abs_det",
+    "inverse",
     "to_freq_last",
     "from_freq_last",
 ]
@@ -154,6 +157,91 @@ def hermitian_inverse(d: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
             else:
                 entries.append(upper[(j, i)].conj_physical().neg_())
     return torch.stack(entries, dim=-2).unflatten(-2, (M, M))
+
+
+def packed_matvec(d: torch.Tensor, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``V x`` for packed Hermitian ``V``, frequency last.
+
+    Args:
+        d: ``(..., M, freq)`` real diagonal.
+        o: ``(..., M (M - 1) / 2, freq)`` complex strict upper triangle.
+        x: ``(..., M, freq)`` complex vectors (broadcast against ``d``'s leading dims).
+
+    Returns:
+        ``(..., M, freq)`` complex.
+    """
+    return (_assemble(d, o) * x.unsqueeze(-3)).sum(-2)
+
+
+def log_abs_det(A: torch.Tensor) -> torch.Tensor:
+    """``log |det A|`` of square matrices in the frequency-last layout.
+
+    ``M <= 3`` by the closed-form (Leibniz) determinant, elementwise over whole frequency
+    vectors; larger ``M`` by ``torch.linalg.slogdet``. ``-inf`` where ``A`` is singular.
+
+    Args:
+        A: ``(..., M, M, freq)`` real or complex.
+
+    Returns:
+        ``(..., freq)`` real.
+    """
+    M = A.shape[-2]
+    if M > 3:
+        return torch.linalg.slogdet(A.movedim(-1, -3))[1]
+    if M == 1:
+        det = A[..., 0, 0, :]
+    elif M == 2:
+        det = A[..., 0, 0, :] * A[..., 1, 1, :] - A[..., 0, 1, :] * A[..., 1, 0, :]
+    else:
+        a = [[A[..., i, j, :] for j in range(3)] for i in range(3)]
+        det = (
+            a[0][0] * (a[1][1] * a[2][2] - a[1][2] * a[2][1])
+            - a[0][1] * (a[1][0] * a[2][2] - a[1][2] * a[2][0])
+            + a[0][2] * (a[1][0] * a[2][1] - a[1][1] * a[2][0])
+        )
+    return torch.log(det.abs())  # abs: hypot for complex, no overflow of |det|^2
+
+
+def inverse(A: torch.Tensor) -> torch.Tensor:
+    """Inverse of general square matrices in the frequency-last layout.
+
+    ``M <= 3`` by the adjugate over the determinant, elementwise over whole frequency vectors,
+    after scaling each matrix by its largest entry (so neither the cofactors nor the
+    determinant can overflow or underflow); larger ``M`` by ``torch.linalg.inv``.
+
+    Args:
+        A: ``(..., M, M, freq)`` invertible matrices.
+
+    Returns:
+        ``(..., M, M, freq)`` inverses.
+    """
+    M = A.shape[-2]
+    if M > 3:
+        return torch.linalg.inv(A.movedim(-1, -3)).movedim(-3, -1)
+    real = A.real.dtype
+    scale = A.abs().amax((-3, -2)).clamp_min(torch.finfo(real).tiny)  # (..., F)
+    a = A / scale.unsqueeze(-2).unsqueeze(-2)
+    if M == 1:
+        adj, det = torch.ones_like(a), a[..., 0, 0, :]
+    elif M == 2:
+        a00, a01, a10, a11 = a[..., 0, 0, :], a[..., 0, 1, :], a[..., 1, 0, :], a[..., 1, 1, :]
+        det = a00 * a11 - a01 * a10
+        adj = torch.stack([a11, -a01, -a10, a00], -2).unflatten(-2, (2, 2))
+    else:
+        e = [[a[..., i, j, :] for j in range(3)] for i in range(3)]
+
+        def cof(i: int, j: int) -> torch.Tensor:  # cofactor C_ij
+            r0, r1 = [r for r in range(3) if r != i]
+            c0, c1 = [c for c in range(3) if c != j]
+            sign = 1.0 if (i + j) % 2 == 0 else -1.0
+            return sign * (e[r0][c0] * e[r1][c1] - e[r0][c1] * e[r1][c0])
+
+        cofactors = [[cof(i, j) for j in range(3)] for i in range(3)]
+        det = e[0][0] * cofactors[0][0] + e[0][1] * cofactors[0][1] + e[0][2] * cofactors[0][2]
+        # adjugate = transposed cofactor matrix
+        adj = torch.stack([cofactors[j][i] for i in range(3) for j in range(3)], -2)
+        adj = adj.unflatten(-2, (3, 3))
+    return adj / (det * scale).unsqueeze(-2).unsqueeze(-2)
 
 
 def to_freq_last(A: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,10 @@ sweep per iteration) and the online separators (one sweep per frame). It works i
 frequency-last layout (``(..., M, M, freq)``) on the inverses of the loaded covariances and
 keeps ``A = W^{-1}`` in sync by Sherman-Morrison updates, so that a row costs a few elementwise
 operations over whole frequency vectors instead of a batched LAPACK solve of tiny matrices.
+IP2 has one implementation too, :func:`ip2_pair_sweep`, in the same layout, with the 2x2
+generalized eigenproblem in closed form. ``A`` is computed afresh (closed form for ``M <= 3``,
+:func:`~torchbss.updates.hermitian.inverse`) at the start of every sweep (IP1) or pair (IP2),
+as a tracked inverse loses its accuracy when a row's scale jumps.
 
 References:
     N. Ono, "Stable and fast update rules for independent vector analysis based on auxiliary
@@ -20,26 +24,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
-from einops import einsum
 
-from torchbss.updates.base import SpatialUpdate, UpdateCache, demix
-from torchbss.updates.covariance import (
-    DEFAULT_LOAD,
-    default_floor,
-    diagonal_loading,
-    mixture_covariance,
-    outer_products,
-    weighted_covariance_from_outer,
-)
+from torchbss.updates.base import PackedCache, PackedUpdate, demix
+from torchbss.updates.covariance import DEFAULT_LOAD, default_floor
 from torchbss.updates.hermitian import (
     from_freq_last,
     hermitian_inverse,
+    inverse,
     pack_hermitian,
     to_freq_last,
+    unpack_hermitian,
 )
 from torchbss.updates.overiva import background_update
 
@@ -50,6 +47,7 @@ __all__ = [
     "loaded_inverse",
     "ip1_sweep",
     "ip1_update",
+    "ip2_pair_sweep",
     "ip2_update",
     "IP2_DEGENERATE_GAP",
 ]
@@ -174,14 +172,7 @@ def ip2_update(
 ) -> torch.Tensor:
     """Pairwise iterative projection (IP2) update of rows ``k`` and ``l`` (Ono 2012).
 
-    Both rows are updated jointly and exactly: with ``A = W^{-1}`` and
-    ``G_s = [(W V_s W^H)^{-1}]_{(k,l),(k,l)}`` (2x2), the new rows are
-    ``w_s = (W V_s)^{-1} E c_s`` where ``c_k, c_l`` are the generalized eigenvectors of
-    ``G_k c = mu G_l c`` (largest ``mu`` for ``k``), normalised to ``c_s^H G_s c_s = 1``. The 2x2
-    eigenproblem is solved in closed form so gradients stay finite. Where the pencil is
-    (nearly) degenerate or ill-conditioned (e.g. a silent, near-silent or duplicated mic) the
-    closed form is unreliable: there the update falls back to two IP1 steps, which also never
-    increase the cost.
+    The public-layout form of :func:`ip2_pair_sweep` (see there for the algorithm).
 
     Args:
         W: ``(..., freq, mics, mics)`` current demixing matrices.
@@ -193,84 +184,126 @@ def ip2_update(
     Returns:
         New ``W``.
     """
-    V_k = diagonal_loading(V_k, load)
-    V_l = diagonal_loading(V_l, load)
-    M = W.shape[-1]
-    E = torch.zeros(M, 2, dtype=W.dtype, device=W.device)
-    E[k, 0] = 1.0
-    E[l, 1] = 1.0
-    E = E.expand(W.shape[:-2] + (M, 2))
-    # P_s = (W V_s)^{-1} E, (..., freq, M, 2); G_s = E^H (W V_s W^H)^{-1} E = (W^{-1} E)^H P_s
-    P_k = torch.linalg.solve(W @ V_k, E)
-    P_l = torch.linalg.solve(W @ V_l, E)
-    A_kl = torch.linalg.solve(W, E)  # columns k, l of W^{-1}
-    G_k = _hermitian_part(A_kl.mH @ P_k)
-    G_l = _hermitian_part(A_kl.mH @ P_l)
-    degenerate = _ip2_degenerate(G_k, G_l)
+    Vd, Vo = pack_hermitian(torch.stack([V_k, V_l], -4))
+    V_inv = loaded_inverse(Vd, Vo, load, default_floor(V_k.dtype))
+    Wf = to_freq_last(W)
+    return from_freq_last(ip2_pair_sweep(Wf, inverse(Wf), V_inv, k, l, eps))
+
+
+def ip2_pair_sweep(
+    W: torch.Tensor,
+    A: torch.Tensor,
+    V_inv: torch.Tensor,
+    k: int,
+    l: int,
+    eps: float = 1e-12,
+) -> torch.Tensor:
+    """IP2 on rows ``k`` and ``l`` of demixing matrices in the frequency-last layout.
+
+    Both rows are updated jointly and exactly: with ``A_kl`` the columns ``k, l`` of
+    ``A = W^{-1}`` and ``G_s = A_kl^H V_s^{-1} A_kl`` (2x2, ``= [(W V_s W^H)^{-1}]_{(k,l),(k,l)}``),
+    the new rows are ``w_s = V_s^{-1} A_kl c_s`` (``= (W V_s)^{-1} E c_s``) where ``c_k, c_l``
+    are the generalized eigenvectors of ``G_k c = mu G_l c`` (largest ``mu`` for ``k``),
+    normalised to ``c_s^H G_s c_s = 1``. The 2x2 eigenproblem is solved in closed form so
+    gradients stay finite. Where the pencil is (nearly) degenerate or ill-conditioned (e.g. a
+    silent, near-silent or duplicated mic) the closed form is unreliable: there the update
+    falls back to two IP1 steps (:func:`ip1_sweep`), which also never increase the cost.
+
+    Args:
+        W: ``(..., M, M, F)`` demixing matrices (row ``k`` is ``w_k^H``).
+        A: ``(..., M, M, F)`` their inverses.
+        V_inv: ``(..., 2, M, M, F)`` inverses of the (loaded) weighted covariances of rows
+            ``k`` and ``l``, in that order.
+        k, l: the two rows (``k != l``).
+        eps: floor used in the square roots and normalisations.
+
+    Returns:
+        ``(..., M, M, F)`` new demixing matrices.
+    """
+    a_kl = torch.stack([A[..., :, k, :], A[..., :, l, :]], -2)  # (..., M, 2, F)
+    # P_s = V_s^{-1} A_kl: (..., 2 s, M, 2, F); G_s = A_kl^H P_s: (..., 2 s, 2, 2, F)
+    P = (V_inv.unsqueeze(-2) * a_kl.unsqueeze(-4).unsqueeze(-5)).sum(-3)
+    G = (a_kl.conj().unsqueeze(-2).unsqueeze(-5) * P.unsqueeze(-3)).sum(-4)
+    # Hermitian parts: diagonals (real) and the (0, 1) entries
+    g11, g22 = G[..., 0, 0, :].real, G[..., 1, 1, :].real  # (..., 2 s, F)
+    g12 = 0.5 * (G[..., 0, 1, :] + G[..., 1, 0, :].conj())
+    degenerate = _ip2_degenerate(g11, g22, g12)
     any_degenerate = bool(degenerate.any())
     if any_degenerate:
-        # give the degenerate bins a harmless pencil, so that the IP2 branch (discarded there)
-        # has finite values and gradients: torch.where passes 0 * NaN = NaN otherwise
-        dummy_k = torch.diag(torch.tensor([2.0, 1.0], dtype=G_k.dtype, device=G_k.device))
-        dummy_l = torch.eye(2, dtype=G_l.dtype, device=G_l.device)
-        G_k = torch.where(degenerate[..., None, None], dummy_k, G_k)
-        G_l = torch.where(degenerate[..., None, None], dummy_l, G_l)
-    c_max, c_min = _gen_eig_2x2(G_k, G_l, eps)
-    c_k = c_max / _quad(G_k, c_max).clamp_min(eps).sqrt()[..., None]
-    c_l = c_min / _quad(G_l, c_min).clamp_min(eps).sqrt()[..., None]
-    w_k = (P_k @ c_k[..., None])[..., 0]
-    w_l = (P_l @ c_l[..., None])[..., 0]
-    W_ip2 = _replace_row(_replace_row(W, k, w_k.conj()), l, w_l.conj())
+        # give the degenerate bins a harmless pencil (H = diag(2, 1), L = I), so that the IP2
+        # branch (discarded there) has finite values and gradients: torch.where passes
+        # 0 * NaN = NaN otherwise
+        dummy = torch.tensor([[2.0, 1.0], [1.0, 1.0]], dtype=g11.dtype, device=g11.device)
+        g11 = torch.where(degenerate.unsqueeze(-2), dummy[:, 0, None], g11)
+        g22 = torch.where(degenerate.unsqueeze(-2), dummy[:, 1, None], g22)
+        g12 = torch.where(degenerate.unsqueeze(-2), torch.zeros_like(g12), g12)
+    c_max, c_min = _gen_eig_2x2(g11, g22, g12, eps)
+    q_k = _quad(g11[..., 0, :], g22[..., 0, :], g12[..., 0, :], c_max)
+    q_l = _quad(g11[..., 1, :], g22[..., 1, :], g12[..., 1, :], c_min)
+    c_k = c_max / q_k.clamp_min(eps).sqrt().unsqueeze(-2)
+    c_l = c_min / q_l.clamp_min(eps).sqrt().unsqueeze(-2)
+    w_k = P[..., 0, :, 0, :] * c_k[..., 0:1, :] + P[..., 0, :, 1, :] * c_k[..., 1:2, :]
+    w_l = P[..., 1, :, 0, :] * c_l[..., 0:1, :] + P[..., 1, :, 1, :] * c_l[..., 1:2, :]
+    W_ip2 = _replace_rows(W, (k, l), (w_k.conj(), w_l.conj()))
     if not any_degenerate:
         return W_ip2
-    W_ip1 = ip1_update(W, torch.stack([V_k, V_l], -4), [k, l], load=0.0, eps=eps)
-    return torch.where(degenerate[..., None, None], W_ip1, W_ip2)
+    W_ip1, _ = ip1_sweep(W, A, V_inv, eps, [k, l])
+    return torch.where(degenerate[..., None, None, :], W_ip1, W_ip2)
 
 
-def _hermitian_part(G: torch.Tensor) -> torch.Tensor:
-    return 0.5 * (G + G.mH)
-
-
-def _replace_row(W: torch.Tensor, index: int, row: torch.Tensor) -> torch.Tensor:
-    """Out-of-place ``W[..., index, :] = row`` (keeps autograd happy)."""
-    mask = torch.zeros(W.shape[-2], 1, dtype=torch.bool, device=W.device)
-    mask[index] = True
-    return torch.where(mask, row.unsqueeze(-2), W)
-
-
-def _trace(A: torch.Tensor) -> torch.Tensor:
-    return A.diagonal(dim1=-2, dim2=-1).real.sum(-1)
-
-
-def _unit_trace(A: torch.Tensor) -> torch.Tensor:
-    """``A / trace(A)``: the pencil's eigenvectors do not change, nothing can overflow."""
-    return A / _trace(A).clamp_min(torch.finfo(A.real.dtype).tiny)[..., None, None]
+def _replace_rows(
+    W: torch.Tensor, index: tuple[int, ...], rows: tuple[torch.Tensor, ...]
+) -> torch.Tensor:
+    """Out-of-place ``W[..., index, :, :] = rows`` (frequency last; keeps autograd happy)."""
+    parts = list(W.unbind(-3))
+    for i, row in zip(index, rows):
+        parts[i] = row
+    return torch.stack(parts, -3)
 
 
 def _pencil_coefficients(
-    H: torch.Tensor, L: torch.Tensor
+    h11: torch.Tensor,
+    h22: torch.Tensor,
+    h12: torch.Tensor,
+    l11: torch.Tensor,
+    l22: torch.Tensor,
+    l12: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``det(H - mu L) = a mu^2 - b mu + c`` for 2x2 Hermitian ``H``, ``L``."""
-    h11, h22, h12 = H[..., 0, 0].real, H[..., 1, 1].real, H[..., 0, 1]
-    l11, l22, l12 = L[..., 0, 0].real, L[..., 1, 1].real, L[..., 0, 1]
-    a = l11 * l22 - l12.abs() ** 2
+    """``det(H - mu L) = a mu^2 - b mu + c`` for 2x2 Hermitian ``H``, ``L`` (entries given)."""
+    a = l11 * l22 - (l12.real.square() + l12.imag.square())
     b = h11 * l22 + h22 * l11 - 2.0 * (h12 * l12.conj()).real
-    c = h11 * h22 - h12.abs() ** 2
+    c = h11 * h22 - (h12.real.square() + h12.imag.square())
     return a, b, c
 
 
-def _ip2_degenerate(H: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
+def _unit_trace(
+    d1: torch.Tensor, d2: torch.Tensor, o: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``A / trace(A)`` of a packed 2x2 Hermitian: the pencil's eigenvectors do not change, and
+    nothing can overflow."""
+    t = (d1 + d2).clamp_min(torch.finfo(d1.dtype).tiny)
+    return d1 / t, d2 / t, o / t
+
+
+def _ip2_degenerate(g11: torch.Tensor, g22: torch.Tensor, g12: torch.Tensor) -> torch.Tensor:
     """Bins where the 2x2 pencil ``H c = mu L c`` is too degenerate for a stable IP2 step.
 
-    That is where its relative eigenvalue gap ``(mu_max - mu_min) / (mu_max + mu_min)`` is
-    below :data:`IP2_DEGENERATE_GAP` (proportional ``H``, ``L``: the eigenvectors are
-    ill-defined), or where ``H`` or ``L`` is ill-conditioned beyond the square root of the
-    precision (a near-silent or duplicated mic), where the closed form loses its accuracy and
-    its gradient overflows. No gradient flows through this decision.
+    ``H = G_k``, ``L = G_l`` given by their entries ``(..., 2 s, F)`` (``s = 0``: ``H``). That is
+    where the relative eigenvalue gap ``(mu_max - mu_min) / (mu_max + mu_min)`` is below
+    :data:`IP2_DEGENERATE_GAP` (proportional ``H``, ``L``: the eigenvectors are ill-defined),
+    or where ``H`` or ``L`` is ill-conditioned beyond the square root of the precision (a
+    near-silent or duplicated mic), where the closed form loses its accuracy and its gradient
+    overflows. No gradient flows through this decision.
+
+    Returns:
+        ``(..., F)`` bool.
     """
     with torch.no_grad():
-        Hn, Ln = _unit_trace(H), _unit_trace(L)
-        a, b, c = _pencil_coefficients(Hn, Ln)
+        h11, h22, h12 = _unit_trace(g11, g22, g12)
+        a, b, c = _pencil_coefficients(
+            h11[..., 0, :], h22[..., 0, :], h12[..., 0, :],
+            h11[..., 1, :], h22[..., 1, :], h12[..., 1, :],
+        )  # fmt: skip
         disc = (b * b - 4.0 * a * c).clamp_min(0.0)
         gap = disc.sqrt() / b.abs().clamp_min(torch.finfo(b.dtype).tiny)
         gap = torch.where(torch.isfinite(gap), gap, torch.zeros_like(gap))
@@ -279,64 +312,62 @@ def _ip2_degenerate(H: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
         return (gap < IP2_DEGENERATE_GAP) | (a < conditioning) | (c < conditioning)
 
 
-def _quad(G: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """``c^H G c`` (real) for ``G`` (..., 2, 2) and ``c`` (..., 2)."""
-    return einsum(c.conj(), G, c, "... i, ... i j, ... j -> ...").real
+def _quad(g11: torch.Tensor, g22: torch.Tensor, g12: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """``c^H G c`` (real): 2x2 Hermitian ``G`` by entries ``(..., F)``, ``c`` ``(..., 2, F)``."""
+    c0, c1 = c[..., 0, :], c[..., 1, :]
+    cross = (c0.conj() * g12 * c1).real
+    return (
+        g11 * (c0.real.square() + c0.imag.square())
+        + g22 * (c1.real.square() + c1.imag.square())
+        + 2.0 * cross
+    )
 
 
-def _gen_eig_2x2(H: torch.Tensor, L: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _gen_eig_2x2(
+    g11: torch.Tensor, g22: torch.Tensor, g12: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalized eigenvectors of the 2x2 Hermitian pencil ``H c = mu L c`` (``L`` PD).
 
+    ``H``, ``L`` given by their entries ``(..., 2 s, F)`` (``s = 0``: ``H``, ``s = 1``: ``L``).
     Solves ``det(H - mu L) = 0`` in closed form. Returns the (unnormalised) eigenvectors of the
-    largest and of the smallest eigenvalue, each ``(..., 2)``; the latter is taken L-orthogonal
-    to the former. The discriminant's square root is floored at ``eps`` (relative) so the
-    gradient stays finite at repeated eigenvalues.
+    largest and of the smallest eigenvalue, each ``(..., 2, F)``; the latter is taken
+    L-orthogonal to the former. The discriminant's square root is floored at ``eps``
+    (relative) so the gradient stays finite at repeated eigenvalues.
     """
-    H, L = _unit_trace(H), _unit_trace(L)
-    a, b, c = _pencil_coefficients(H, L)
-    scale = b.abs().clamp_min(torch.finfo(b.dtype).tiny)
+    d1, d2, o = _unit_trace(g11, g22, g12)
+    h11, h22, h12 = d1[..., 0, :], d2[..., 0, :], o[..., 0, :]
+    l11, l22, l12 = d1[..., 1, :], d2[..., 1, :], o[..., 1, :]
+    a, b, c = _pencil_coefficients(h11, h22, h12, l11, l22, l12)
+    tiny = torch.finfo(b.dtype).tiny
+    scale = b.abs().clamp_min(tiny)
     disc = (b * b - 4.0 * a * c).clamp_min(0.0)
     root = (disc + (eps * scale) ** 2).sqrt()
-    mu_max = (b + root) / (2.0 * a.clamp_min(torch.finfo(a.dtype).tiny))
-    c_max = _null_vector_2x2(H, L, mu_max)
+    mu = (b + root) / (2.0 * a.clamp_min(tiny))
+    # a null vector of B = H - mu L, from the better conditioned of its two rows
+    b00, b11 = h11 - mu * l11, h22 - mu * l22
+    b01 = h12 - mu * l12
+    n1 = b01.real.square() + b01.imag.square() + b00.square()  # |v1|^2, v1 = (-b01, b00)
+    n2 = b11.square() + b01.real.square() + b01.imag.square()  # |v2|^2, v2 = (b11, -b10)
+    first = n1 >= n2
+    v0 = torch.where(first, -b01, b11.to(b01.dtype))
+    v1 = torch.where(first, b00.to(b01.dtype), -b01.conj())
+    # degenerate pencil (B == 0, e.g. a silent bin): fall back to e1 so nothing is 0/0
+    ok = torch.maximum(n1, n2) > tiny
+    c0 = torch.where(ok, v0, torch.ones_like(v0))
+    c1 = torch.where(ok, v1, torch.zeros_like(v1))
     # the other eigenvector is L-orthogonal to c_max: this keeps the two rows independent even
     # at repeated eigenvalues (e.g. silent input)
-    u = (L @ c_max[..., None])[..., 0]
-    c_min = torch.stack([u[..., 1].conj(), -u[..., 0].conj()], dim=-1)
-    return c_max, c_min
+    u0 = l11 * c0 + l12 * c1
+    u1 = l12.conj() * c0 + l22 * c1
+    return torch.stack([c0, c1], -2), torch.stack([u1.conj(), -u0.conj()], -2)
 
 
-def _null_vector_2x2(H: torch.Tensor, L: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
-    """A null vector of ``H - mu L`` (2x2), taking the better conditioned of its two rows."""
-    B = H - mu[..., None, None].to(H.dtype) * L
-    v1 = torch.stack([-B[..., 0, 1], B[..., 0, 0]], dim=-1)  # orthogonal to row 0
-    v2 = torch.stack([B[..., 1, 1], -B[..., 1, 0]], dim=-1)  # orthogonal to row 1
-    n1 = (v1.abs() ** 2).sum(-1, keepdim=True)
-    n2 = (v2.abs() ** 2).sum(-1, keepdim=True)
-    v = torch.where(n1 >= n2, v1, v2)
-    # degenerate pencil (B == 0, e.g. a silent bin): fall back to e1 so nothing is 0/0
-    e1 = torch.zeros_like(v)
-    e1[..., 0] = 1.0
-    return torch.where(torch.maximum(n1, n2) > torch.finfo(n1.dtype).tiny, v, e1)
+#: the cache of the IP updates is the packed cache of every :class:`PackedUpdate`
+IPCache = PackedCache
 
 
-@dataclass(frozen=True)
-class IPCache(UpdateCache):
-    """Per-separation cache of the IP updates.
-
-    Attributes:
-        outer: ``(..., freq, frames, mics, mics)`` outer products ``x x^H`` (see
-            ``outer_products``), so the weighted covariances cost one real matmul each.
-        covariance: ``(..., freq, mics, mics)`` mixture covariance when ``n_src < mics``
-            (OverIVA background), else ``None``.
-    """
-
-    outer: torch.Tensor | None = None
-    covariance: torch.Tensor | None = None
-
-
-class _IterativeProjection(SpatialUpdate):
-    """Shared configuration and cache of IP1 and IP2."""
+class _IterativeProjection(PackedUpdate):
+    """Shared configuration of IP1 and IP2."""
 
     def __init__(self, load: float = DEFAULT_LOAD, eps: float = 1e-12) -> None:
         if isinstance(load, bool) or not isinstance(load, (int, float)) or not load >= 0:
@@ -349,17 +380,8 @@ class _IterativeProjection(SpatialUpdate):
     def _config(self) -> dict[str, Any]:
         return {"load": self.load, "eps": self.eps}
 
-    def prepare(
-        self, X: torch.Tensor, n_src: int, frame_mask: torch.Tensor | None = None
-    ) -> IPCache:
-        cov = mixture_covariance(X, frame_mask) if n_src < X.shape[-3] else None
-        return IPCache(
-            X=X, n_src=n_src, frame_mask=frame_mask, outer=outer_products(X), covariance=cov
-        )
-
-    def covariances(self, weights: torch.Tensor, cache: IPCache) -> torch.Tensor:
-        """Weighted covariances ``(..., sources, freq, mics, mics)`` from the cache."""
-        return weighted_covariance_from_outer(cache.outer, weights, cache.frame_mask)
+    def _inverses(self, Vd: torch.Tensor, Vo: torch.Tensor) -> torch.Tensor:
+        return loaded_inverse(Vd, Vo, self.load, default_floor(Vd.dtype))
 
 
 class IP1(_IterativeProjection):
@@ -375,8 +397,13 @@ class IP1(_IterativeProjection):
     name = "ip1"
     square_only = False
 
-    def __call__(self, W, Y, weights, cache: IPCache):
-        V = self.covariances(weights, cache)
+    def update_packed(self, W, Vd, Vo, n_valid):
+        return ip1_sweep(W, inverse(W), self._inverses(Vd, Vo), self.eps)[0]
+
+    def __call__(self, W, Y, weights, cache: PackedCache):
+        if cache.covariance is None:
+            return super().__call__(W, Y, weights, cache)
+        V = unpack_hermitian(*self.covariances(weights, cache))
         W = ip1_update(W, V, load=self.load, eps=self.eps, background=cache.covariance)
         return W, demix(W, cache.X, cache.n_src)
 
@@ -391,13 +418,13 @@ class IP2(_IterativeProjection):
 
     name = "ip2"
 
-    def __call__(self, W, Y, weights, cache: IPCache):
-        V = self.covariances(weights, cache)
-        n_src = cache.n_src
+    def update_packed(self, W, Vd, Vo, n_valid):
+        V_inv = self._inverses(Vd, Vo)
+        n_src = V_inv.shape[-4]
         if n_src == 1:  # no pair to update: IP2 of a single row is IP1
-            W = ip1_update(W, V, load=self.load, eps=self.eps)
-            return W, demix(W, cache.X, n_src)
+            return ip1_sweep(W, inverse(W), V_inv, self.eps)[0]
         for i in range(math.ceil(n_src / 2)):
             k, l = 2 * i, (2 * i + 1) % n_src
-            W = ip2_update(W, V[..., k, :, :, :], V[..., l, :, :, :], k, l, self.load, self.eps)
-        return W, demix(W, cache.X, n_src)
+            pair = torch.stack([V_inv[..., k, :, :, :], V_inv[..., l, :, :, :]], -4)
+            W = ip2_pair_sweep(W, inverse(W), pair, k, l, self.eps)
+        return W
