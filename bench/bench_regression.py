@@ -27,7 +27,7 @@ from bench._common import print_table, write_json
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_BASE = "0881325"
 
-WORKER = r'''
+WORKER = r"""
 import json, sys, time, torch
 torch.set_num_threads(1)
 root, name = sys.argv[1], sys.argv[2]
@@ -81,7 +81,7 @@ with torch.no_grad():
         mics = int(name[-1])
         t = online(OnlineILRMA(n_src=mics, n_freq=1025), mics)
 print(json.dumps({"seconds": t}))
-'''
+"""
 
 WORKLOADS = (
     "auxiva_ip1_2x2",
