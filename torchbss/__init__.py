@@ -64,12 +64,13 @@ __all__ = [
     "runlog",
     "evaluation",
     "benchmark",
+    "models",
     "__version__",
 ]
 
 
 _LAZY = ("io", "plot", "report", "inference", "export", "images", "runlog", "evaluation",
-         "benchmark")  # fmt: skip
+         "benchmark", "models")  # fmt: skip
 
 
 def __getattr__(name: str):

@@ -220,13 +220,100 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stem_rules(text: str | None, stems: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
+    """``--stems a,b`` -> the model stems to write and the derived ones (``mixture - ...``)."""
+    if not text:
+        return list(stems), {}
+    wanted = [t.strip() for t in text.split(",") if t.strip()]
+    derived = {}
+    for name in wanted:
+        if name in stems:
+            continue
+        if name in ("instrumental", "accompaniment") and len(stems) == 1:
+            derived[name] = f"mixture - {stems[0]}"
+        else:
+            raise CLIError(
+                f"unknown stem {name!r}: this model outputs {list(stems)}"
+                + (" (and 'instrumental' = mixture - the stem)" if len(stems) == 1 else "")
+            )
+    return wanted, derived
+
+
+def cmd_separate_music(args: argparse.Namespace) -> int:
+    """``separate --model CONFIG --checkpoint CKPT``: a song into stems with a RoFormer."""
+    import os
+
+    from torchbss import io
+    from torchbss.models import from_config, load_checkpoint, separate_song
+
+    spec = from_config(args.model)
+    if args.checkpoint is None and os.environ.get("TORCHBSS_ALLOW_UNTRAINED") != "1":
+        raise CLIError(
+            f"--model {args.model} needs --checkpoint: the weights (a .ckpt/.pt state dict, e.g. "
+            "a community MSST checkpoint trained with this config); the config alone builds an "
+            "untrained model"
+        )
+    meta = io.info(args.input)
+    if meta.sample_rate != spec.sample_rate:
+        raise CLIError(
+            f"{args.input} is at {meta.sample_rate} Hz but the model was trained at "
+            f"{spec.sample_rate} Hz; resample the file first (e.g. sox in.wav -r "
+            f"{spec.sample_rate} out.wav)"
+        )
+    if meta.channels == 1 and spec.channels == 2 and not args.mono_to_stereo:
+        raise CLIError(
+            f"{args.input} is mono but the model is stereo; pass --mono-to-stereo to feed it "
+            "on both channels"
+        )
+    if args.overlap is not None and not 0 <= args.overlap < 1:
+        raise CLIError(f"--overlap must be in [0, 1), got {args.overlap}")
+    wanted, derived = _stem_rules(args.stems, spec.stems)
+    out = Path(args.out)
+    stem = Path(args.input).stem
+    paths = {name: out / f"{stem}_{name}.wav" for name in wanted}
+    io.check_output_paths(list(paths.values()), overwrite=args.overwrite)
+    device = resolve_device(args.device)
+    if args.checkpoint is not None:
+        load_checkpoint(spec.model, args.checkpoint)
+    model = spec.model.to(device).eval()
+    if args.compile:
+        model = torch.compile(model)
+    mix, fs = io.load(args.input)
+    overlap = args.overlap if args.overlap is not None else (spec.overlap or 0.5)
+    batch = args.batch_size or spec.batch_size or 4
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        stems = separate_song(
+            model, mix, chunk_size=spec.chunk_size, overlap=overlap, batch_size=batch,
+            device=device, precision=args.precision, progress=None, stem_names=spec.stems,
+            derived_stems=derived, mono_to_stereo=args.mono_to_stereo,
+            normalize_input=spec.normalize if spec.normalize is not None else True,
+        )  # fmt: skip
+    for name, path in paths.items():
+        io.save(path, stems[name].float().cpu(), fs, subtype=args.subtype,
+                overwrite=args.overwrite)  # fmt: skip
+    print(
+        f"separated {args.input} ({meta.frames / fs:.1f} s) into {', '.join(wanted)} with "
+        f"{Path(args.model).name} in {time.perf_counter() - t0:.2f} s -> {out}/"
+    )
+    return 0
+
+
 def cmd_separate(args: argparse.Namespace) -> int:
     """Separate a multichannel audio file into one file per source."""
     from torchbss import io
     from torchbss.inference import separate_file
     from torchbss.separators import OnlineSeparator
 
+    if args.out_dir is not None:
+        args.out = args.out_dir
+    if args.model is not None:
+        return cmd_separate_music(args)
+    for flag in ("stems", "overlap", "batch_size"):
+        if getattr(args, flag) is not None:
+            raise CLIError(f"--{flag.replace('_', '-')} applies to music models (--model)")
     meta = io.info(args.input)
+
     if meta.channels < 2:
         raise CLIError(
             f"{args.input} has {meta.channels} channel; multichannel BSS needs >= 2 mics"
@@ -407,8 +494,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("separate", help="separate a multichannel audio file")
-    p.add_argument("input", help="multichannel .wav/.flac/.ogg file")
+    p = sub.add_parser("separate", help="separate a multichannel file, or a song into stems")
+    p.add_argument("input", help="multichannel .wav/.flac/.ogg file (a song with --model)")
+    p.add_argument("out_dir", nargs="?", default=None, help="output folder (same as --out)")
     p.add_argument("--out", default="out/separated", help="output folder")
     p.add_argument("--method", default="auxiva", choices=methods)
     p.add_argument("--checkpoint", "--params", dest="checkpoint", default=None,
@@ -425,6 +513,26 @@ def build_parser() -> argparse.ArgumentParser:
                    "never clipped), int16, int24, ...")  # fmt: skip
     p.add_argument("--block-seconds", type=_positive_float, default=10.0,
                    help="block length when streaming an online method")  # fmt: skip
+    music = p.add_argument_group("music models (BS-RoFormer / Mel-RoFormer)")
+    music.add_argument(
+        "--model",
+        default=None,
+        help="model config (community MSST .yaml, or .json) of the checkpoint",
+    )
+    music.add_argument(
+        "--stems",
+        default=None,
+        help="stems to write, e.g. vocals,instrumental (default: the model's)",
+    )
+    music.add_argument("--batch-size", type=_positive_int, default=None, help="chunks per call")
+    music.add_argument("--overlap", type=float, default=None, help="chunk overlap in [0, 1)")
+    music.add_argument("--precision", default="float32", choices=("float32", "bf16", "fp16"))
+    music.add_argument("--compile", action="store_true", help="torch.compile the model")
+    music.add_argument(
+        "--mono-to-stereo",
+        action="store_true",
+        help="feed a mono song to a stereo model on both channels",
+    )
     p.add_argument(
         "--images",
         action="store_true",

@@ -14,6 +14,9 @@ frequency: ``lambda_kt = exp(mean_f log |y_kft|^2)``, so an untrained model alre
 References:
     R. Scheibler and M. Togami, "Surrogate source model learning for determined source
     separation", ICASSP 2021.
+    N. Makishima, S. Mogami, N. Takamune, D. Kitamura, H. Sumino, S. Takamichi,
+    H. Saruwatari and N. Ono, "Independent deeply learned matrix analysis for determined audio
+    source separation", IEEE/ACM TASLP 27(10), 2019.
 """
 
 from __future__ import annotations
@@ -60,6 +63,10 @@ class NeuralSourceModel(SourceModel):
         n_layers: residual blocks (dilations 1, 2, 4, ...).
         kernel_size: odd kernel size over frames.
         floor: relative floor of the normalised power inside the log.
+        joint: also feed each source's network the mean log-power of the *other* sources (a
+            permutation-equivariant, DeepSets-style input), so that the model can see what
+            leaks between the estimates, as in independent deeply-learned matrix analysis
+            (Makishima et al., IEEE/ACM TASLP 2019); ``False``: each source alone.
         max_correction: bound of the learned log-variance correction (``max * tanh(z / max)``),
             so the weights stay within ``exp(+-max)`` of the Gauss model's whatever the
             network outputs (an unbounded output makes the unrolled updates overflow).
@@ -75,6 +82,7 @@ class NeuralSourceModel(SourceModel):
         n_layers: int = 3,
         kernel_size: int = 3,
         floor: float = 1e-4,
+        joint: bool = True,
         max_correction: float = 5.0,
     ) -> None:
         super().__init__()
@@ -89,7 +97,8 @@ class NeuralSourceModel(SourceModel):
         if not max_correction > 0:
             raise ValueError(f"max_correction must be > 0, got {max_correction!r}")
         self.max_correction = float(max_correction)
-        self.encoder = nn.Conv1d(n_freq, hidden, 1)
+        self.joint = bool(joint)
+        self.encoder = nn.Conv1d(n_freq * (2 if self.joint else 1), hidden, 1)
         self.blocks = nn.Sequential(
             *[_ResidualBlock(hidden, kernel_size, 2**i) for i in range(n_layers)]
         )
@@ -107,10 +116,15 @@ class NeuralSourceModel(SourceModel):
         P = power(Y)
         tiny = torch.finfo(P.dtype).tiny
         mean = P.mean((-1, -2), keepdim=True).clamp_min(tiny)
-        x = torch.log(P / mean + self.floor)
+        x = torch.log(P / mean + self.floor)  # (..., K, F, T)
         lead = x.shape[:-2]
+        features = x
+        if self.joint:
+            n_src = x.shape[-3]
+            others = (x.sum(-3, keepdim=True) - x) / max(n_src - 1, 1)
+            features = torch.cat([x, others], dim=-2)  # (..., K, 2 F, T)
         weight_dtype = self.encoder.weight.dtype
-        h = self.encoder(x.reshape(-1, *x.shape[-2:]).to(weight_dtype))
+        h = self.encoder(features.reshape(-1, *features.shape[-2:]).to(weight_dtype))
         z = self.decoder(self.blocks(h)).reshape(*lead, *x.shape[-2:]).to(x.dtype)
         z = self.max_correction * torch.tanh(z / self.max_correction)
         return x.mean(-2, keepdim=True) + z + torch.log(mean)
@@ -122,4 +136,7 @@ class NeuralSourceModel(SourceModel):
         return torch.exp(-self.log_variance(Y)), state
 
     def extra_repr(self) -> str:
-        return f"n_freq={self.n_freq}, floor={self.floor}, max_correction={self.max_correction}"
+        return (
+            f"n_freq={self.n_freq}, floor={self.floor}, joint={self.joint}, "
+            f"max_correction={self.max_correction}"
+        )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from torchbss._validation import check_positive_int
+from torchbss._validation import check_choice, check_positive_int, check_range
 from torchbss.separators.online.base import State, config_repr, inverse_softplus
 from torchbss.separators.online.spatial import OnlineSpatialSeparator, demix_frame
 from torchbss.source_models.nmf import (
@@ -77,7 +77,12 @@ class OnlineILRMA(OnlineSpatialSeparator):
         ref_mic: reference microphone of the output scale.
         load: relative diagonal loading of the covariances (``> 0``).
         eps: floor of variances, activations and bases.
-        seed: seed of the uniform ``[0.1, 1)`` initial bases.
+        seed: seed of the random initial bases.
+        basis_init: ``"flat"``: bases ``1 + U(-jitter, jitter)`` (nearly flat spectra, so the
+            model starts as the time-varying Gauss model of online AuxIVA, ``r_ft ~ mean power
+            of the frame``, and learns spectral shapes as the bases adapt; the jitter breaks the
+            symmetry between bases), or ``"uniform"``: ``U(0.1, 1)`` (Kitamura's batch init).
+        basis_jitter: half-width of the flat init's jitter.
         trainable, forget_per_freq, tbptt, checkpoint, checkpoint_block: see
             :class:`~torchbss.separators.OnlineAuxIVA`.
 
@@ -99,6 +104,8 @@ class OnlineILRMA(OnlineSpatialSeparator):
         load: float = 3e-2,
         eps: float = 1e-10,
         seed: int = 0,
+        basis_init: str = "flat",
+        basis_jitter: float = 0.1,
         trainable: bool = False,
         forget_per_freq: bool = False,
         tbptt: int | None = None,
@@ -106,6 +113,8 @@ class OnlineILRMA(OnlineSpatialSeparator):
         checkpoint_block: int = 32,
     ) -> None:
         check_positive_int(n_freq, "n_freq")
+        check_choice(basis_init, "basis_init", ("flat", "uniform"))
+        check_range(basis_jitter, "basis_jitter", 0.0, 1.0)
         super().__init__(
             n_src, ref_mic, load, forget, eps, trainable, forget_per_freq, n_freq, tbptt,
             checkpoint, checkpoint_block,
@@ -119,8 +128,13 @@ class OnlineILRMA(OnlineSpatialSeparator):
         # parameter holds bases for up to n_src (or, if None, for MAX sources) lazily: the
         # sources use the first rows.
         n_rows = n_src if n_src is not None else _MAX_SOURCES
+        self.basis_init, self.basis_jitter = basis_init, float(basis_jitter)
         gen = torch.Generator().manual_seed(seed)
-        basis = 0.1 + 0.9 * torch.rand(n_rows, n_freq, n_basis, generator=gen, dtype=torch.float64)
+        u = torch.rand(n_rows, n_freq, n_basis, generator=gen, dtype=torch.float64)
+        if basis_init == "flat":
+            basis = 1.0 + self.basis_jitter * (2.0 * u - 1.0)
+        else:
+            basis = 0.1 + 0.9 * u
         self.register_trainable("basis_raw", inverse_softplus(basis))
         self.register_trainable("inner_weights", torch.ones(inner_iter))
 
