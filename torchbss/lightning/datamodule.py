@@ -166,6 +166,10 @@ class SeparationDataModule(pl.LightningDataModule):
         self.persistent_workers = persistent_workers and num_workers > 0
         self.datasets: dict[str, Dataset | None] = {s: None for s in SPLITS}
 
+    def has_split(self, split: str) -> bool:
+        """Whether a ``split`` dataset ("train", "val", "test") is configured."""
+        return self._specs.get(split) is not None
+
     def _build(self, split: str) -> Dataset | None:
         if self.datasets[split] is None:
             spec = self._specs[split]

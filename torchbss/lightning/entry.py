@@ -34,8 +34,13 @@ def build_module(cfg: DictConfig):
 
     separator_config = OmegaConf.to_container(cfg.separator, resolve=True)
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    separator = instantiate(cfg.separator)
+    if cfg.get("init_checkpoint"):  # fine-tune: start from trained weights
+        from torchbss.models.music import load_checkpoint
+
+        load_checkpoint(separator, cfg.init_checkpoint)
     return SeparationModule(
-        separator=instantiate(cfg.separator),
+        separator=separator,
         loss=instantiate(cfg.loss),
         optimizer=instantiate(cfg.optimizer) if cfg.get("optimizer") else None,
         scheduler=scheduler,
@@ -79,7 +84,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    if cfg.get("test") and datamodule is not None and getattr(datamodule, "has_test", True):
+    has_test = getattr(datamodule, "has_split", lambda split: True)("test")
+    if cfg.get("test") and datamodule is not None and has_test:
         results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
         metrics.update({k: float(v) for r in results for k, v in r.items()})
     if cfg.get("export") and trainer.is_global_zero:

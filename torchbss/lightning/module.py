@@ -64,6 +64,8 @@ class SeparationModule(pl.LightningModule):
             (speech; ``False`` for fixed-order stems).
         separator_config: the separator's ``_target_`` config, kept in the checkpoint so that
             :func:`torchbss.lightning.export.export_checkpoint` can rebuild it without Hydra.
+        stem_names: names of the sources in a fixed order (music stems): the validation and
+            test metrics are then also logged per stem (``val/sdr/vocals``, ...).
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class SeparationModule(pl.LightningModule):
         gradient_clip_norm: float | None = 5.0,
         permutation_invariant_metrics: bool = True,
         separator_config: Mapping[str, Any] | None = None,
+        stem_names: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -113,6 +116,15 @@ class SeparationModule(pl.LightningModule):
                     ),
                     ("sdr", SDR(permutation_invariant=pit)),
                 )  # fmt: skip
+            }
+        )
+        self.stem_names = list(stem_names) if stem_names else []
+        self.stem_metrics = nn.ModuleDict(
+            {
+                f"{stage}_{name}_{stem}": metric_cls()
+                for stage in ("val", "test")
+                for name, metric_cls in (("sdr", SDR), ("si_sdr", SISDR))
+                for stem in self.stem_names
             }
         )
         self.register_buffer("skipped_batches", torch.zeros((), dtype=torch.int64))
@@ -196,6 +208,17 @@ class SeparationModule(pl.LightningModule):
             else:
                 metric.update(reference, estimate)
             self.log(f"{stage}/{name}", metric, batch_size=size, prog_bar=name == "si_sdr")
+        if self.stem_names:
+            if reference.shape[1] != len(self.stem_names):
+                raise ValueError(
+                    f"stem_names has {len(self.stem_names)} names for {reference.shape[1]} "
+                    "reference sources"
+                )
+            for k, stem in enumerate(self.stem_names):
+                for name in ("sdr", "si_sdr"):
+                    metric = self.stem_metrics[f"{stage}_{name}_{stem}"]
+                    metric.update(reference[:, k], estimate[:, k])
+                    self.log(f"{stage}/{name}/{stem}", metric, batch_size=size)
         return loss
 
     def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
