@@ -45,6 +45,8 @@ def test_every_option_of_every_group_composes_and_instantiates(group, tmp_path, 
         overrides = [f"{group}={option}"]
         if group == "separator" and option == "online_isnmf":
             overrides.append("data=dynamic_mixing_2x2")
+        if group == "separator" and option == "model":  # the network of the `model` group
+            overrides.append("model=bs_roformer_tiny")
         cfg = _compose(overrides, tmp_path)
         node = cfg.get(group) if group not in ("experiment",) else cfg
         if group in ("experiment", "paths"):
