@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
 	$(PY) -m pip install -q -c constraints.txt --no-deps splifft==0.0.9
+	$(PY) -m pip install -q -c constraints.txt --no-deps museval==0.4.1
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -12,6 +12,9 @@
 * :mod:`~torchbss.metrics.improvement`: :func:`sdr_improvement`, :func:`si_sdr_improvement`.
 * :mod:`~torchbss.metrics.spectral`: :func:`l1`, :func:`l1_freq`, :func:`mel_db_difference`,
   :func:`bleedless`, :func:`fullness`.
+* :mod:`~torchbss.metrics.music`: :func:`global_sdr` (the MDX challenge's SDR),
+  :func:`museval_sdr` (BSS-Eval v4 SDR/ISR/SIR/SAR per frame and their medians, as museval);
+  their accumulating classes :class:`GlobalSDR` and :class:`MusevalSDR` are in ``modules``.
 * :mod:`~torchbss.metrics.bundle`: :func:`compute_metrics` -> :class:`MetricBundle`, everything
   at once, JSON-serialisable.
 * :mod:`~torchbss.metrics.modules`: accumulating torchmetrics ``Metric`` classes for validation
@@ -35,6 +38,7 @@ from torchbss.metrics.framewise import (
     framewise_summary,
 )
 from torchbss.metrics.improvement import mixture_baseline, sdr_improvement, si_sdr_improvement
+from torchbss.metrics.music import MDX_EPS, MusevalFrames, MusevalResult, global_sdr, museval_sdr
 from torchbss.metrics.permutation import (
     PermutationScore,
     apply_permutation,
@@ -93,6 +97,11 @@ __all__ = [
     "fullness",
     "bleedless_fullness",
     "BleedlessFullness",
+    "global_sdr",
+    "museval_sdr",
+    "MusevalResult",
+    "MusevalFrames",
+    "MDX_EPS",
 ]
 
 #: Accumulating metric classes of :mod:`torchbss.metrics.modules` (need torchmetrics), resolved
@@ -108,6 +117,8 @@ MODULE_METRICS = (
     "Bleedless",
     "Fullness",
     "L1Freq",
+    "GlobalSDR",
+    "MusevalSDR",
 )
 
 
@@ -143,4 +154,6 @@ _FUNCTION_OF = {
     "Bleedless": "bleedless",
     "Fullness": "fullness",
     "L1Freq": "l1_freq",
+    "GlobalSDR": "global_sdr",
+    "MusevalSDR": "museval_sdr",
 }

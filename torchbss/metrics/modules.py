@@ -30,6 +30,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torchmetrics import Metric
 
@@ -43,6 +45,7 @@ from torchbss._validation import (
 from torchbss.metrics.bss_eval import bss_eval_sdr
 from torchbss.metrics.framewise import framewise_si_sdr, framewise_summary
 from torchbss.metrics.improvement import mixture_baseline
+from torchbss.metrics.music import MDX_EPS, global_sdr, museval_sdr
 from torchbss.metrics.permutation import apply_permutation, permutation_invariant_score
 from torchbss.metrics.sdr import sdr, si_sdr
 from torchbss.metrics.spectral import bleedless_fullness, l1_freq
@@ -490,3 +493,180 @@ class L1Freq(_MeanMetric):
 
     def score(self, reference: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:
         return l1_freq(reference, estimate, self.n_fft, self.hop_length)
+
+
+# --------------------------------------------------------------------------------------------
+# Music: the MDX global SDR and museval's median-over-frames SDR (torchbss.metrics.music)
+# --------------------------------------------------------------------------------------------
+
+__all__ += ["GlobalSDR", "MusevalSDR"]
+
+
+def _check_stems(stems: object) -> tuple[str, ...] | None:
+    """Check optional stem names: None, or a sequence of distinct strings."""
+    if stems is None:
+        return None
+    if isinstance(stems, str) or not isinstance(stems, Sequence):
+        raise TypeError(f"stems must be a sequence of stem names or None, got {stems!r}")
+    if not all(isinstance(name, str) for name in stems):
+        raise TypeError(f"stems must be a sequence of stem names or None, got {stems!r}")
+    names = tuple(stems)
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"stems must be distinct names, at least one, got {stems!r}")
+    return names
+
+
+def _per_stem(values: torch.Tensor, stems: tuple[str, ...]) -> torch.Tensor:
+    """Per-source values ``(..., sources)`` as ``(items, sources)``, checking the count."""
+    if values.ndim == 0 or values.shape[-1] != len(stems):
+        raise ValueError(
+            f"expected {len(stems)} stems {list(stems)} along the sources dimension, got "
+            f"scores of shape {tuple(values.shape)}"
+        )
+    return values.reshape(-1, len(stems))
+
+
+class GlobalSDR(_MeanMetric):
+    """Mean global SDR of the MDX challenge (:func:`torchbss.metrics.global_sdr`), in dB.
+
+    ``update(reference, estimate)`` with ``(..., channels, samples)`` stems, typically
+    ``(batch, sources, channels, samples)``: each stem's SDR is taken over all its channels and
+    samples, and ``compute()`` returns the mean over every stem of every song seen (with the
+    same stems in every song, the MDX score: the mean over songs of the song's mean over
+    stems). With ``stems`` the inputs are ``(..., len(stems), channels, samples)`` and
+    ``compute()`` returns ``{"sdr": overall mean, "sdr_<stem>": mean of that stem}``.
+
+    Args:
+        stems: names of the sources, in order (e.g. ``("bass", "drums", "other",
+            "vocals")``) for per-stem means; None: the overall mean only (a tensor).
+        eps: absolute guard of :func:`torchbss.metrics.global_sdr` (MDX: 1e-7).
+        permutation_invariant: score each stem against its best-matched estimate.
+        max_exhaustive: largest number of sources matched by exhaustive search.
+        **kwargs: torchmetrics ``Metric`` options.
+
+    Example:
+        >>> metric = GlobalSDR(stems=("bass", "vocals"))
+        >>> ref = torch.randn(3, 2, 2, 4410)
+        >>> metric.update(ref, ref + 0.1 * torch.randn_like(ref))
+        >>> sorted(metric.compute())
+        ['sdr', 'sdr_bass', 'sdr_vocals']
+    """
+
+    signal_ndim = 2
+
+    def __init__(
+        self,
+        stems: tuple[str, ...] | list[str] | None = None,
+        eps: float | None = MDX_EPS,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.stems = _check_stems(stems)
+        self.eps = eps
+        if self.stems is not None:
+            n_stems = len(self.stems)
+            self.add_state("stem_total", default=torch.zeros(n_stems), dist_reduce_fx="sum")
+            self.add_state("stem_count", default=torch.zeros(n_stems), dist_reduce_fx="sum")
+
+    def score(self, reference: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:
+        return global_sdr(reference, estimate, eps=self.eps)
+
+    def update(self, reference: torch.Tensor, estimate: torch.Tensor) -> None:
+        """Score a batch of stems ``(..., channels, samples)`` (``(..., sources, channels,
+        samples)`` with ``stems`` or ``permutation_invariant``)."""
+        values = self.matched(reference, estimate)
+        if self.stems is not None:
+            per_stem = _per_stem(values, self.stems)
+            self.stem_total += per_stem.sum(0).to(self.stem_total.dtype)
+            self.stem_count += per_stem.shape[0]
+        self.accumulate(values)
+
+    def compute(self) -> torch.Tensor | dict[str, torch.Tensor]:  # type: ignore[override]
+        """Mean over every scored stem; with ``stems`` also the mean of each stem."""
+        mean = self.total / self.count
+        if self.stems is None:
+            return mean
+        per_stem = self.stem_total / self.stem_count
+        return {"sdr": mean, **{f"sdr_{name}": per_stem[i] for i, name in enumerate(self.stems)}}
+
+
+class MusevalSDR(Metric):
+    """Mean over tracks of museval's median-over-frames SDR (:func:`torchbss.metrics.museval_sdr`).
+
+    ``update(reference, estimate)`` with ``(..., sources, channels, samples)``: each leading
+    index is one track, all its stems scored jointly (BSS-Eval v4, ``window_s`` frames; a frame
+    where any stem is silent does not count). ``compute()`` returns ``{"sdr": ...}`` (and
+    ``"isr"``, ``"sir"``, ``"sar"`` with ``compute_isr_sir_sar``): the mean over tracks and
+    stems of each track's median over frames, and with ``stems`` also ``"sdr_<stem>"``, the
+    mean over tracks for that stem. A track whose stem has no valid frame (median NaN) is left
+    out of that stem's means.
+
+    The states are sums and counts, so the DDP result is exact; that is why this reports the
+    *mean* over tracks of the per-track medians. museval's own summary of a data set is the
+    *median* over tracks, which sum states cannot reduce: for it, keep each track's
+    ``museval_sdr(...).sdr`` and take the median.
+
+    The SDR alone is cheap (an SNR per frame); ``compute_isr_sir_sar=True`` solves BSS-Eval's
+    distortion filters for every track (seconds per track on a CPU).
+
+    Args:
+        sample_rate: sampling rate in Hz.
+        stems: names of the sources, in order, for per-stem means; None: overall means only.
+        window_s: frame length in seconds (museval: 1 s).
+        hop_s: hop between frames in seconds (museval: 1 s).
+        filter_length: taps of the distortion filters (museval: 512).
+        compute_isr_sir_sar: also the ISR, SIR and SAR.
+        **kwargs: torchmetrics ``Metric`` options.
+    """
+
+    full_state_update = False
+    is_differentiable = False
+    higher_is_better = True
+
+    def __init__(
+        self,
+        sample_rate: float,
+        stems: tuple[str, ...] | list[str] | None = None,
+        window_s: float = 1.0,
+        hop_s: float = 1.0,
+        filter_length: int = 512,
+        compute_isr_sir_sar: bool = False,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.options = dict(
+            sample_rate=check_sample_rate(sample_rate),
+            window_s=window_s,
+            hop_s=hop_s,
+            filter_length=check_positive_int(filter_length, "filter_length"),
+            compute_isr_sir_sar=check_bool(compute_isr_sir_sar, "compute_isr_sir_sar"),
+        )
+        self.stems = _check_stems(stems)
+        self.names = ("sdr", "isr", "sir", "sar") if compute_isr_sir_sar else ("sdr",)
+        n_slots = 1 if self.stems is None else len(self.stems)
+        for name in self.names:
+            self.add_state(f"{name}_total", default=torch.zeros(n_slots), dist_reduce_fx="sum")
+            self.add_state(f"{name}_count", default=torch.zeros(n_slots), dist_reduce_fx="sum")
+
+    def update(self, reference: torch.Tensor, estimate: torch.Tensor) -> None:
+        """Score a batch of tracks ``(..., sources, channels, samples)``."""
+        result = museval_sdr(reference, estimate, **self.options)
+        for name in self.names:
+            values = getattr(result, name)
+            values = values.reshape(-1, 1) if self.stems is None else _per_stem(values, self.stems)
+            defined = ~torch.isnan(values)
+            total = getattr(self, f"{name}_total")
+            total += torch.where(defined, values, 0.0).sum(0).to(total.dtype)
+            count = getattr(self, f"{name}_count")
+            count += defined.sum(0).to(count.dtype)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        """Mean of each metric's per-track medians (and per stem with ``stems``)."""
+        out = {}
+        for name in self.names:
+            total, count = getattr(self, f"{name}_total"), getattr(self, f"{name}_count")
+            out[name] = total.sum() / count.sum()
+            if self.stems is not None:
+                for i, stem in enumerate(self.stems):
+                    out[f"{name}_{stem}"] = total[i] / count[i]
+        return out
