@@ -23,14 +23,26 @@ mixture is first reduced per frequency to its ``n_src`` principal components (PC
 ``demixing`` is a square ``(mics, mics)`` matrix of the original mixture whose first ``n_src``
 rows give the sources.
 
-How an iteration is computed (same results, different memory traffic): when the update is one
-of the built-in packed updates (IP1, IP2, ISS; not the OverIVA background route) the loop keeps
-``W`` and its inverse in the frequency-last layout across iterations and computes the weighted
-covariances from packed outer products (:mod:`torchbss.updates.covariance`). With a spherical
-source model (Laplace, Gauss) it does not even form ``Y``: the frame powers the model needs come
-from one GEMM over the outer products (:func:`~torchbss.updates.covariance.packed_output_power`)
-and ``Y = W X`` is computed once at the end. Other updates and source models take the generic
-loop (``source_model(Y)`` -> ``update(W, Y, weights, cache)``).
+How an iteration is computed (same results, less memory traffic): with one of the built-in
+packed updates (IP1, IP2, ISS; not the OverIVA background route) the loop keeps ``W`` in the
+frequency-last layout ``(..., M, M, freq)`` across iterations and never forms the complex
+``Y = W X`` until the end:
+
+* IP1 / IP2 take the weighted covariances of the mixture from its packed outer products: one
+  real GEMM over frames for all sources when the weights do not depend on frequency (Laplace,
+  Gauss), one batched matmul otherwise (:mod:`torchbss.updates.covariance`);
+* ISS takes those of the estimates, from the packed outer products of ``Y`` computed by one
+  real block matmul per frequency (:func:`~torchbss.updates.base.demix_outer_products`), and
+  transforms them in closed form along its sweep (:mod:`torchbss.updates.iss`);
+* the source model gets only what it reads: Laplace and Gauss the frame powers
+  ``sum_f |y|^2`` (for IP1 / IP2 with complex64 input one GEMM over the float64 outer products,
+  :func:`~torchbss.updates.covariance.packed_output_power`), NMF the powers ``|y|^2``
+  (:func:`~torchbss.updates.base.demix_power`), with reused buffers;
+* on CPU a batch is run in chunks of mixtures whose outer products stay in cache
+  (:attr:`IterativeSeparator.cpu_chunk_bytes`): a batch is then never slower than a loop.
+
+Other updates and source models take the generic loop (``source_model(Y)`` ->
+``update(W, Y, weights, cache)``).
 
 Degenerate input is documented rather than rejected: an all-zero mic channel or an all-zero
 mixture gives finite output (covariances are diagonally loaded, weights floored), and an
@@ -237,7 +249,8 @@ class IterativeSeparator(Separator):
         C = mixture_covariance(Xr, frame_mask) if n_src < Xr.shape[-3] else None
         route = self._packed_route(C is not None)
         mixture_domain = getattr(self.update, "domain", "mixture") == "mixture"
-        if route == "frame_power" and mixture_domain and Xr.dtype == torch.complex64:
+        exact = Xr.dtype == torch.complex64 and Xr.device.type != "mps"  # (no float64 there)
+        if route == "frame_power" and mixture_domain and exact:
             # exact (float64) products for the frame powers (see packed_output_power); the
             # covariances use the same numbers rounded to float32
             exact = packed_outer_products(Xr, frame_mask, dtype=torch.float64)
@@ -330,7 +343,7 @@ class IterativeSeparator(Separator):
     ) -> SeparationResult:
         chunk = self._cpu_chunk(X, state, frame_mask, callback)
         if chunk:
-            return self._run_chunked(X, state, frame_mask, n_iter, chunk)
+            return self._run_chunked(X, frame_mask, n_iter, chunk)
         problem = self._prepare(X, frame_mask)
         if state is None:
             state = self._init_state(problem, None)
@@ -407,10 +420,10 @@ class IterativeSeparator(Separator):
         P = est[..., : problem.n_src, :, :]  # the powers are the first planes of y y^H
         return P.sum(-2, keepdim=True) if route == "frame_power" else P
 
-    def _packed_buffers(self, problem: _Problem) -> dict | None:
+    def _packed_buffers(self, problem: _Problem, W: torch.Tensor) -> dict | None:
         """Buffers reused by every iteration (without autograd) for the full-size estimates."""
         route, Xp = problem.route, problem.cache.planar
-        if Xp is None or route == "estimates" or torch.is_grad_enabled():
+        if Xp is None or route == "estimates" or needs_graph(problem.Xr, W):
             return None
         K, (F, _, T) = problem.n_src, Xp.shape[-3:]
         iss = self.update.domain == "estimates"
@@ -429,8 +442,13 @@ class IterativeSeparator(Separator):
         source: Any,
         problem: _Problem,
         buffers: dict | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, Any]:
-        """One MM iteration on frequency-last ``W``; ``est`` as :meth:`_packed_estimates`."""
+    ) -> tuple[torch.Tensor, torch.Tensor, Any, torch.Tensor | None]:
+        """One MM iteration on frequency-last ``W``; ``est`` as :meth:`_packed_estimates`.
+
+        Returns ``(W, est, source, cost)``; ``cost`` (detached) when it came for free (NMF:
+        the cost of the new state is the Gaussian cost with the weights computed here, and the
+        normalisation leaves it unchanged), else ``None``.
+        """
         cache, model, route, K = problem.cache, self.source_model, problem.route, problem.n_src
         inputs = self._model_input(est, problem)
         if route == "frame_power":
@@ -442,6 +460,7 @@ class IterativeSeparator(Separator):
             )
         else:
             weights, source = model(inputs, source, problem.frame_mask)
+        model_weights = weights
         if self.update.domain == "mixture":
             Vd, Vo = self.update.covariances(weights, cache)
         else:  # ISS: the weighted covariances of the estimates
@@ -455,6 +474,21 @@ class IterativeSeparator(Separator):
             Vd, Vo = packed_weighted_covariance(YY, weights, cache.n_valid)
         W = self.update.update_packed(W, Vd, Vo, cache.n_valid)
         est = self._packed_estimates(W, problem, buffers)
+        cost, low = None, None
+        if self.track_cost and route == "power" and not needs_graph(model_weights, est, W):
+            with torch.no_grad():
+                # the identity is exact unless the variance floor eps is active: checked below
+                # (also after the normalisation) with lower bounds of lambda = T H per source
+                # from the small factors: T min_t H and (min_f T) H
+                T, H = source.basis, source.activations
+                low = torch.maximum(
+                    (T @ H.amin(-1, keepdim=True)).amin((-1, -2)),
+                    (T.amin(-2, keepdim=True) @ H).amin((-1, -2)),
+                )  # (..., K)
+                inputs = self._model_input(est, problem)
+                nll = model.cost_from_weights(inputs, model_weights, problem.frame_mask)
+                cost = nll - 2.0 * log_abs_det(W).sum(-1)
+        scale = None
         if self.normalize:
             inputs = self._model_input(est, problem)
             if route == "frame_power":
@@ -471,7 +505,12 @@ class IterativeSeparator(Separator):
             est = est * factor if needs_graph(est, scale) else est.mul_(factor)
             s = _pad_scale(scale, W.shape[-2], K).to(W.dtype)
             W = W * s[..., :, None, None]
-        return W, est, source
+        if cost is not None:
+            if scale is not None:
+                low = low * scale.square().clamp_max(1.0)
+            if not bool((low > model.eps).all()):
+                cost = None  # the caller evaluates the cost directly
+        return W, est, source, cost
 
     @torch.no_grad()
     def _packed_cost(
@@ -497,20 +536,22 @@ class IterativeSeparator(Separator):
     def _run_packed(
         self, problem: _Problem, state: IterativeState, callback: Callback | None, n_iter: int
     ) -> SeparationResult:
-        buffers = self._packed_buffers(problem)
         W, source = to_freq_last(state.demixing), state.source
+        buffers = self._packed_buffers(problem, W)
         est = self._packed_estimates(W, problem, buffers)
         track = self.track_cost
         costs = [self._packed_cost(W, est, source, problem, buffers)] if track else None
         for i in range(n_iter):
             if self.checkpoint and torch.is_grad_enabled():
-                W, est, source = _checkpoint(
+                W, est, source, cost = _checkpoint(
                     self._packed_iteration, W, est, source, problem, use_reentrant=False
                 )
             else:
-                W, est, source = self._packed_iteration(W, est, source, problem, buffers)
+                W, est, source, cost = self._packed_iteration(W, est, source, problem, buffers)
             if costs is not None:
-                costs.append(self._packed_cost(W, est, source, problem, buffers))
+                if cost is None:
+                    cost = self._packed_cost(W, est, source, problem, buffers)
+                costs.append(cost)
             if callback is not None:
                 W_pub = from_freq_last(W)
                 Y = est if problem.route == "estimates" else demix(W_pub, problem.Xr, problem.n_src)
@@ -537,12 +578,9 @@ class IterativeSeparator(Separator):
         """Mixtures per chunk for a CPU batch (0: no chunking)."""
         if not isinstance(X, torch.Tensor) or X.ndim < 4 or X.device.type != "cpu":
             return 0
-        if callback is not None or (torch.is_grad_enabled() and X.requires_grad):
-            return 0
-        if state is not None and not (
-            isinstance(state, IterativeState)
-            and (state.source is None or isinstance(state.source, NMFState))
-        ):
+        if state is not None or callback is not None:
+            return 0  # (a given state goes through the one-call path and its checks)
+        if torch.is_grad_enabled() and X.requires_grad:
             return 0
         n_batch = X.shape[:-3].numel()
         M, F, T = X.shape[-3:]
@@ -551,12 +589,7 @@ class IterativeSeparator(Separator):
         return chunk if chunk < n_batch else 0
 
     def _run_chunked(
-        self,
-        X: torch.Tensor,
-        state: IterativeState | None,
-        frame_mask: torch.Tensor | None,
-        n_iter: int,
-        chunk: int,
+        self, X: torch.Tensor, frame_mask: torch.Tensor | None, n_iter: int, chunk: int
     ) -> SeparationResult:
         """:meth:`_run` on chunks of the flattened batch; the results are concatenated."""
         self._check_input(X, frame_mask)  # errors name the whole input, not a chunk
@@ -566,12 +599,8 @@ class IterativeSeparator(Separator):
         results = []
         for start in range(0, flat.shape[0], chunk):
             part = slice(start, start + chunk)
-            part_state = None if state is None else _state_part(state, batch, part)
-            results.append(
-                self._run(
-                    flat[part], part_state, None if mask is None else mask[part], None, n_iter
-                )
-            )
+            part_mask = None if mask is None else mask[part]
+            results.append(self._run(flat[part], None, part_mask, None, n_iter))
 
         def cat(tensors: list[torch.Tensor]) -> torch.Tensor:
             out = torch.cat(tensors, 0)
@@ -714,16 +743,3 @@ def _pad_scale(scale: torch.Tensor, n_rows: int, n_src: int) -> torch.Tensor:
     """The scale of every row of ``W``: ``scale`` for the sources, 1 for the background rows."""
     pad = torch.ones(n_rows - n_src, dtype=scale.dtype, device=scale.device)
     return torch.cat([scale, pad.expand(scale.shape[:-1] + pad.shape)], -1)
-
-
-def _state_part(state: IterativeState, batch: torch.Size, part: slice) -> IterativeState:
-    """The chunk ``part`` of the flattened batch ``batch`` of a state (broadcast if needed)."""
-
-    def take(t: torch.Tensor, tail: int) -> torch.Tensor:
-        t = t.expand(batch + t.shape[-tail:])
-        return t.reshape((-1,) + t.shape[-tail:])[part]
-
-    source = state.source
-    if isinstance(source, NMFState):
-        source = NMFState(take(source.basis, 3), take(source.activations, 3))
-    return IterativeState(take(state.demixing, 3), source)

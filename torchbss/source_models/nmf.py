@@ -132,10 +132,24 @@ def _ratio_terms(
     """
     if inplace:
         r_out, a_out = workspace if workspace is not None else (None, None)
-        inv_r = torch.matmul(T, H, out=r_out).clamp_min_(eps).reciprocal_()
+        R = torch.matmul(T, H, out=r_out)
+        # the batch update (workspace given) skips the floor's pass where it cannot act
+        if workspace is None or not _above_floor(T, H, eps):
+            R.clamp_min_(eps)
+        inv_r = R.reciprocal_()
         return torch.mul(P, inv_r, out=a_out).mul_(inv_r), inv_r
     inv_r = 1.0 / (T @ H).clamp_min(eps)
     return P * inv_r * inv_r, inv_r
+
+
+def _above_floor(T: torch.Tensor, H: torch.Tensor, eps: float) -> bool:
+    """Whether ``T H >= eps`` everywhere, by two lower bounds from the small factors alone:
+    ``T (min_t H)`` and ``(min_f T) H`` (non-negative factors)."""
+    low = torch.maximum(
+        (T @ H.amin(-1, keepdim=True)).amin((-1, -2)),
+        (T.amin(-2, keepdim=True) @ H).amin((-1, -2)),
+    )
+    return bool((low >= eps).all())
 
 
 def _ratio_power(ratio: torch.Tensor, exponent: float | torch.Tensor) -> torch.Tensor:
@@ -392,7 +406,9 @@ class NMF(SourceModel):
             workspace = (torch.empty_like(P), torch.empty_like(P))
         state = _nmf_update(P, state, frame_mask, self.eps, workspace)
         lam = torch.matmul(state.basis, state.activations, out=workspace[1])
-        return lam.clamp_min_(self.eps).reciprocal_(), state
+        if not _above_floor(state.basis, state.activations, self.eps):
+            lam.clamp_min_(self.eps)
+        return lam.reciprocal_(), state
 
     def cost(
         self, Y: torch.Tensor, state: NMFState | None = None, frame_mask: torch.Tensor | None = None
@@ -418,6 +434,34 @@ class NMF(SourceModel):
             lam = torch.matmul(state.basis, state.activations, out=r_out).clamp_min_(self.eps)
             nll = torch.div(P, lam, out=a_out).add_(lam.log_())
         return masked_frame_mean(nll, frame_mask).sum((-1, -2))
+
+    def cost_from_weights(
+        self, P: torch.Tensor, weights: torch.Tensor, frame_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """:meth:`cost` of the state whose weights ``1 / max(lambda, eps)`` are ``weights``.
+
+        ``sum_{k,f} mean_t (P w - log w)``: the same number as :meth:`cost_from_power` without
+        forming ``lambda`` again. Without autograd the weights' buffer is consumed (its
+        logarithm is taken in place).
+
+        Args:
+            P: ``(..., sources, freq, frames)`` power ``|y|^2``.
+            weights: ``(..., sources, freq, frames)`` weights of the state (from
+                :meth:`weights_from_power`).
+            frame_mask: optional ``(batch..., frames)`` valid-frame mask.
+        """
+        if needs_graph(P, weights):
+            return masked_frame_mean(P * weights - torch.log(weights), frame_mask).sum((-1, -2))
+        m = _frame_mask_like(frame_mask, P)
+        if m is None:
+            fit = torch.linalg.vecdot(P, weights)  # sum_t P w: (..., sources, freq)
+            logs = weights.log_().sum(-1)
+            n = P.shape[-1]
+        else:
+            fit = torch.linalg.vecdot(P, weights * m)
+            logs = torch.linalg.vecdot(weights.log_(), m.expand_as(weights))
+            n = m.sum(-1).clamp_min(1.0)
+        return ((fit - logs) / n).sum((-1, -2))
 
     def uses_power_only(self) -> bool:
         """Whether ``forward`` and ``cost`` are the power-based ones (not overridden)."""
