@@ -24,10 +24,24 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["instantiate", "save_separator", "load_separator", "ExportError", "FORMAT"]
+__all__ = [
+    "instantiate",
+    "save_separator",
+    "load_separator",
+    "pretrained",
+    "pretrained_path",
+    "PRETRAINED",
+    "ExportError",
+    "FORMAT",
+]
 
 FORMAT = "torchbss.separator"
 VERSION = 1
+
+
+#: trained separators shipped inside the package (``torchbss/assets``): name -> file. Each is
+#: described (training data, steps, held-out figures) in ``torchbss/assets/README.md``.
+PRETRAINED = {"neural-auxiva": "neural_auxiva_2x2.pt"}
 
 
 class ExportError(ValueError):
@@ -185,3 +199,35 @@ def load_separator(path: str | os.PathLike, map_location: str | torch.device = "
         if key not in payload:
             raise ExportError(f"{str(path)!r} has no {key!r} entry")
     return _build(payload, str(path)), payload.get("metadata", {})
+
+
+def pretrained_path(name: str) -> Path:
+    """The file of the shipped separator ``name`` (a key of :data:`PRETRAINED`)."""
+    if name not in PRETRAINED:
+        raise ValueError(f"unknown pretrained separator {name!r}; choose from {sorted(PRETRAINED)}")
+    return Path(__file__).resolve().parent / "assets" / PRETRAINED[name]
+
+
+def pretrained(name: str, n_src: int | None = None, map_location: str | torch.device = "cpu"):
+    """A shipped trained separator (STFT domain), e.g. for a config's ``separator`` node.
+
+    ``_target_: torchbss.export.pretrained`` with ``name: neural-auxiva`` selects it in a config;
+    :func:`load_separator` on :func:`pretrained_path` gives it with its STFT as a
+    :class:`~torchbss.inference.WaveformSeparator` (what ``torchbss separate --method
+    neural-auxiva`` uses).
+
+    Args:
+        name: a key of :data:`PRETRAINED`.
+        n_src: number of sources (``None``: as trained, i.e. the number of mics).
+        map_location: device of the weights.
+
+    Returns:
+        The separator module (``X (..., mics, freq, frames)`` -> :class:`SeparationResult`).
+    """
+    wsep, _ = load_separator(pretrained_path(name), map_location=map_location)
+    sep = wsep.separator
+    if n_src is not None:
+        if not hasattr(sep, "n_src"):
+            raise ValueError(f"pretrained separator {name!r} has a fixed number of sources")
+        sep.n_src = n_src
+    return sep

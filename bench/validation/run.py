@@ -105,6 +105,9 @@ def _method_table() -> dict[str, Method]:
         Method("online_auxiva_default", "OnlineAuxIVA"),
         Method("online_ilrma_default", "OnlineILRMA", seeded=True),
     ]
+    # trained separators shipped with the package (issue 12), beside the classic ones with the
+    # same number of iterations
+    table.append(Method("neural_auxiva_shipped", "asset:neural_auxiva_2x2.pt"))
     # grid 1: ILRMA warm start x bases x update (100 iterations)
     for nb in (2, 10):
         for upd in ("ip1", "ip2"):
@@ -162,6 +165,15 @@ def separate(method: Method, X: torch.Tensor, n_src: int, seed: int | None) -> t
     Returns:
         ``(n_src, freq, frames)`` complex source estimates scaled to mic 0.
     """
+    if method.cls.startswith("asset:"):  # a trained separator shipped in torchbss/assets
+        from torchbss.export import load_separator
+
+        path = Path(torchbss.__file__).parent / "assets" / method.cls.removeprefix("asset:")
+        sep = load_separator(path)[0].separator
+        if getattr(sep, "n_src", None) != n_src:
+            sep.n_src = n_src
+        with torch.no_grad():
+            return sep(X).sources
     cls = getattr(torchbss, method.cls)
     kwargs = dict(method.kwargs)
     kwargs["n_src"] = n_src
@@ -169,9 +181,14 @@ def separate(method: Method, X: torch.Tensor, n_src: int, seed: int | None) -> t
         kwargs["n_freq"] = X.shape[-2]
     if method.seeded and seed is not None:
         kwargs["seed"] = seed
+    init_iter = kwargs.pop("init_iter", 0)
     sep = cls(**kwargs)
     with torch.no_grad():
-        out = sep(X)
+        state = None
+        if init_iter:  # warm start: AuxIVA-IP2 (Laplace) iterations give ILRMA's initial W
+            warm = torchbss.AuxIVA(n_iter=init_iter, update="ip2", source_model="laplace", n_src=n_src)
+            state = sep.init_state(X, demixing=warm(X).state.demixing)
+        out = sep(X, state)
     return getattr(out, "sources", out)
 
 

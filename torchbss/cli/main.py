@@ -24,8 +24,9 @@ METHODS = {
     "online-auxiva": "torchbss.separators.OnlineAuxIVA",
     "online-ilrma": "torchbss.separators.OnlineILRMA",
 }
-#: methods backed by a trained model shipped inside the package (torchbss/assets)
-SHIPPED = {}
+#: methods backed by a trained model shipped inside the package (torchbss/assets): the names
+#: of torchbss.export.PRETRAINED
+SHIPPED = ("neural-auxiva",)
 
 
 class CLIError(Exception):
@@ -108,10 +109,18 @@ def _load_waveform_separator(args: argparse.Namespace, n_mics: int, device: torc
 
     checkpoint = args.checkpoint
     if args.method in SHIPPED:
-        checkpoint = SHIPPED[args.method]
+        from torchbss.export import pretrained_path
+
+        if checkpoint is not None:
+            raise CLIError(f"--method {args.method} is a shipped checkpoint; drop --checkpoint")
+        checkpoint = pretrained_path(args.method)
     if checkpoint is not None:
         wsep, _ = load_separator(checkpoint, map_location=device)
         sep = wsep.separator
+        if args.method in SHIPPED and args.n_src is not None:
+            # the shipped neural source model scores each source on its own: any n_src <= mics
+            sep.n_src = args.n_src
+            args = argparse.Namespace(**{**vars(args), "n_src": None})
         for name, value in (("n_src", args.n_src), ("n_iter", args.n_iter)):
             if value is not None:
                 raise CLIError(
