@@ -186,7 +186,9 @@ def separate(method: Method, X: torch.Tensor, n_src: int, seed: int | None) -> t
     with torch.no_grad():
         state = None
         if init_iter:  # warm start: AuxIVA-IP2 (Laplace) iterations give ILRMA's initial W
-            warm = torchbss.AuxIVA(n_iter=init_iter, update="ip2", source_model="laplace", n_src=n_src)
+            warm = torchbss.AuxIVA(
+                n_iter=init_iter, update="ip2", source_model="laplace", n_src=n_src
+            )
             state = sep.init_state(X, demixing=warm(X).state.demixing)
         out = sep(X, state)
     return getattr(out, "sources", out)
