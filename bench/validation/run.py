@@ -177,7 +177,7 @@ def separate(method: Method, X: torch.Tensor, n_src: int, seed: int | None) -> t
     cls = getattr(torchbss, method.cls)
     kwargs = dict(method.kwargs)
     kwargs["n_src"] = n_src
-    if method.cls == "OnlineILRMA":
+    if method.cls in ("OnlineILRMA", "WarmILRMA"):
         kwargs["n_freq"] = X.shape[-2]
     if method.seeded and seed is not None:
         kwargs["seed"] = seed

@@ -52,6 +52,7 @@ all-zero mixture separates into all-zero sources.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -643,14 +644,34 @@ class IterativeSeparator(Separator):
             :class:`~torchbss.separators.SeparationResult` with ``sources``
             ``(..., n_src, freq, frames)``, ``demixing`` ``(..., freq, mics, mics)``, ``state``
             and ``cost`` ``(..., n_iter + 1)`` (``track_cost=True``).
+
+        Warns:
+            RuntimeWarning: the iterations diverged (non-finite sources from finite input, e.g.
+                an unloaded ``IP1(load=0)`` in complex64); the result is returned as computed.
         """
-        return self._run(X, state, frame_mask, callback, self.n_iter)
+        return self._checked(self._run(X, state, frame_mask, callback, self.n_iter))
 
     def step(
         self, X: torch.Tensor, state: Any, frame_mask: torch.Tensor | None = None
     ) -> SeparationResult:
         """One iteration from ``state`` (``None``: from :meth:`init_state`)."""
-        return self._run(X, state, frame_mask, None, 1)
+        return self._checked(self._run(X, state, frame_mask, None, 1))
+
+    def _checked(self, result: SeparationResult) -> SeparationResult:
+        """Warn when the sources are not finite (the input was checked finite): divergence."""
+        Y = result.sources
+        finite = torch.isfinite(torch.view_as_real(Y.detach())).flatten(-4).all(-1)
+        if not bool(finite.all()):
+            n_bad, n = int((~finite).sum()), finite.numel()
+            warnings.warn(
+                f"{type(self).__name__} diverged: non-finite sources from finite input in "
+                f"{n_bad} of {n} mixture(s) ({Y.dtype}, update {self.update!r}); the iterations "
+                "lost precision, typically with an unloaded update (IP1(load=0)) in complex64: "
+                "use the default loading, complex128 input or fewer iterations",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return result
 
     def _result(
         self,
