@@ -75,7 +75,7 @@ TEST_METHODS = (
     "ilrma_b2_ip2_init10",  # warm start (best on val; not chosen, see BENCHMARKS.md)
     "auxiva_ip2_laplace_it50",  # the previous default
     "auxiva_ip2_gauss_it100",  # the chosen default
-    "online_ilrma_default",  # online ILRMA: the previous default was forget 0.99
+    "online_ilrma_b2_f0.99_l0.03",  # online ILRMA: the previous default
     "online_ilrma_b2_f0.96_l0.03",  # the chosen one
     "online_auxiva_default",  # kept (forget 0.99, Laplace)
 )
