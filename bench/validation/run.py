@@ -165,10 +165,13 @@ def separate(method: Method, X: torch.Tensor, n_src: int, seed: int | None) -> t
     Returns:
         ``(n_src, freq, frames)`` complex source estimates scaled to mic 0.
     """
-    if method.cls.startswith("asset:"):  # a trained separator shipped in torchbss/assets
+    if method.cls.startswith(("asset:", "file:")):  # an exported trained separator
         from torchbss.export import load_separator
 
-        path = Path(torchbss.__file__).parent / "assets" / method.cls.removeprefix("asset:")
+        if method.cls.startswith("asset:"):  # shipped in torchbss/assets
+            path = Path(torchbss.__file__).parent / "assets" / method.cls.removeprefix("asset:")
+        else:  # any export file
+            path = Path(method.cls.removeprefix("file:"))
         sep = load_separator(path)[0].separator
         if getattr(sep, "n_src", None) != n_src:
             sep.n_src = n_src
