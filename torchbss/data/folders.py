@@ -68,7 +68,35 @@ def _randint(g: torch.Generator, high: int) -> int:
     return int(torch.randint(high, (1,), generator=g))
 
 
-class WavFolderDataset(Dataset):
+class _WindowedDataset(Dataset):
+    """Shared indexing of the folder datasets: fixed windows ``self._windows`` (``len`` = their
+    number), or random windows (``len`` = ``self.length`` or :meth:`_n_units`,
+    and any index >= 0 gives a fresh example) when :attr:`fresh_indices`."""
+
+    _windows: list
+    length: int | None
+
+    @property
+    def fresh_indices(self) -> bool:
+        """Whether indices past ``len`` give new examples (random windows)."""
+        raise NotImplementedError
+
+    def _n_units(self) -> int:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        if self.fresh_indices:
+            return self.length or self._n_units()
+        return len(self._windows)
+
+    def _check_index(self, index: int) -> int:
+        index = int(index)
+        if index < 0 or (not self.fresh_indices and index >= len(self._windows)):
+            raise IndexError(f"index {index} out of range for {len(self)} examples")
+        return index
+
+
+class WavFolderDataset(_WindowedDataset):
     """Examples stored as a mixture file and a references file each.
 
     Every ``<name><mixture_suffix>`` in ``root`` that matches ``include`` is an example; its
@@ -187,15 +215,11 @@ class WavFolderDataset(Dataset):
         """Whether indices past ``len`` give new examples (random windows)."""
         return self._random
 
-    def __len__(self) -> int:
-        if self._random:
-            return self.length or len(self.files)
-        return len(self._windows)
+    def _n_units(self) -> int:
+        return len(self.files)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        index = int(index)
-        if index < 0 or (not self._random and index >= len(self._windows)):
-            raise IndexError(f"index {index} out of range for {len(self)} examples")
+        index = self._check_index(index)
         if self._random:
             f = index % len(self.files)
             frames = self.files[f][0].frames
@@ -218,7 +242,7 @@ class WavFolderDataset(Dataset):
         )
 
 
-class StemFolderDataset(Dataset):
+class StemFolderDataset(_WindowedDataset):
     """MUSDB18-style music: one folder per track, one file per stem, remixed on the fly.
 
     Layout: ``root/<track>/<stem><extension>`` for every name in ``stems`` (and
@@ -392,15 +416,11 @@ class StemFolderDataset(Dataset):
         """Whether indices past ``len`` give new examples (random windows)."""
         return self.random_chunks
 
-    def __len__(self) -> int:
-        if self.random_chunks:
-            return self.length or len(self.tracks)
-        return len(self._windows)
+    def _n_units(self) -> int:
+        return len(self.tracks)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        index = int(index)
-        if index < 0 or (not self.random_chunks and index >= len(self._windows)):
-            raise IndexError(f"index {index} out of range for {len(self)} examples")
+        index = self._check_index(index)
         n_stems = len(self.stems)
         if self.random_chunks:
             g = example_generator(self.seed, index)
