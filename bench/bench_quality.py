@@ -82,8 +82,8 @@ def _pra_equivalent(k: int, n_basis: int):
 
     def run(X: torch.Tensor):
         X64 = X.to(torch.complex128)
-        n_mics, n_freq, n_frames = X.shape[-3:]
-        eye = torch.eye(n_mics, dtype=X64.dtype).expand(X.shape[:-3] + (n_freq, n_mics, n_mics))
+        n_freq, n_frames = X.shape[-2:]
+        eye = sep.init_state(X64).demixing  # identity of the working mixture (PCA: k x k)
         res = sep(X64, IterativeState(eye, _pra_factors(k, n_freq, n_frames, n_basis)))
         return dataclasses.replace(res, sources=res.sources.to(X.dtype))
 
