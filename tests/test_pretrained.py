@@ -43,7 +43,7 @@ def test_every_shipped_separator_loads_as_an_export():
 
 
 def test_neural_auxiva_beats_laplace_auxiva_at_the_same_iterations_on_held_out_speech():
-    """2x2_00 (real speech, never seen in training): measured 7.7 dB against 4.5 dB."""
+    """2x2_00 (real speech, never seen in training): measured 8.6 dB against 4.5 dB."""
     neural = si_sdri("2x2_00", pretrained("neural-auxiva"))
     laplace = si_sdri("2x2_00", AuxIVA(n_iter=20, update="ip2", source_model="laplace"))
     assert neural >= 7.0 and neural >= laplace + 2.0, (neural, laplace)
@@ -51,17 +51,17 @@ def test_neural_auxiva_beats_laplace_auxiva_at_the_same_iterations_on_held_out_s
 
 @pytest.mark.slow
 def test_neural_auxiva_gain_on_every_shared_2x2_mixture_set():
-    """Mean over the four 2x2 mixtures: measured 7.0 dB against 5.1 dB for Laplace (20 it)."""
+    """Mean over the four 2x2 mixtures: measured 8.2 dB against 5.1 dB for Laplace (20 it)."""
     names = [f"2x2_0{i}" for i in range(4)]
     neural = np.mean([si_sdri(n, pretrained("neural-auxiva")) for n in names])
     laplace = np.mean(
         [si_sdri(n, AuxIVA(n_iter=20, update="ip2", source_model="laplace")) for n in names]
     )
-    assert neural >= laplace + 1.0, (neural, laplace)
+    assert neural >= laplace + 2.0, (neural, laplace)
 
 
 def test_neural_auxiva_separates_more_mics_than_sources_on_request():
-    """n_src=2 on the 4-mic mixture (PCA route): finite, and better than the mixture."""
+    """n_src=2 on the 4-mic mixture (PCA route): measured 5.8 dB."""
     assert si_sdri("2s4m_00", pretrained("neural-auxiva", n_src=2)) > 5.0
 
 
