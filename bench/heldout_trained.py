@@ -43,10 +43,9 @@ def gains(rows: list, method: str, baseline: str) -> list[dict]:
     out = []
     for case in (*CASES, "all"):
         pairs = [
-            (run_score(by[(method, c, room)], key), run_score(by[(baseline, c, room)], key))
+            (run_score(by[(method, c, room)], "whole"), run_score(by[(baseline, c, room)], "whole"))
             for (m, c, room) in by
             if m == method and (case == "all" or c == case) and (baseline, c, room) in by
-            for key in ("whole",)
         ]
         if not pairs:
             continue

@@ -107,7 +107,7 @@ def _method_table() -> dict[str, Method]:
     ]
     # trained separators shipped with the package (issue 12), beside the classic ones with the
     # same number of iterations
-    table.append(Method("neural_auxiva_shipped", "asset:neural_auxiva_2x2.pt"))
+    table.append(Method("neural_auxiva_shipped", "pretrained:neural-auxiva"))
     # grid 1: ILRMA warm start x bases x update (100 iterations)
     for nb in (2, 10):
         for upd in ("ip1", "ip2"):
@@ -165,22 +165,21 @@ def separate(method: Method, X: torch.Tensor, n_src: int, seed: int | None) -> t
     Returns:
         ``(n_src, freq, frames)`` complex source estimates scaled to mic 0.
     """
-    if method.cls.startswith(("asset:", "file:")):  # an exported trained separator
-        from torchbss.export import load_separator
+    if method.cls.startswith(("pretrained:", "file:")):  # an exported trained separator
+        from torchbss.export import load_separator, pretrained
 
-        if method.cls.startswith("asset:"):  # shipped in torchbss/assets
-            path = Path(torchbss.__file__).parent / "assets" / method.cls.removeprefix("asset:")
+        kind, _, name = method.cls.partition(":")
+        if kind == "pretrained":  # shipped in torchbss/assets, by its name
+            sep = pretrained(name, n_src=n_src)
         else:  # any export file
-            path = Path(method.cls.removeprefix("file:"))
-        sep = load_separator(path)[0].separator
-        if getattr(sep, "n_src", None) != n_src:
+            sep = load_separator(name)[0].separator
             sep.n_src = n_src
         with torch.no_grad():
             return sep(X).sources
     cls = getattr(torchbss, method.cls)
     kwargs = dict(method.kwargs)
     kwargs["n_src"] = n_src
-    if method.cls in ("OnlineILRMA", "WarmILRMA"):
+    if method.cls == "OnlineILRMA":
         kwargs["n_freq"] = X.shape[-2]
     if method.seeded and seed is not None:
         kwargs["seed"] = seed

@@ -117,11 +117,11 @@ def _load_waveform_separator(args: argparse.Namespace, n_mics: int, device: torc
     if checkpoint is not None:
         wsep, _ = load_separator(checkpoint, map_location=device)
         sep = wsep.separator
+        fixed = {"n_src": args.n_src, "n_iter": args.n_iter}
         if args.method in SHIPPED and args.n_src is not None:
             # the shipped neural source model scores each source on its own: any n_src <= mics
-            sep.n_src = args.n_src
-            args = argparse.Namespace(**{**vars(args), "n_src": None})
-        for name, value in (("n_src", args.n_src), ("n_iter", args.n_iter)):
+            sep.n_src = fixed.pop("n_src")
+        for name, value in fixed.items():
             if value is not None:
                 raise CLIError(
                     f"--{name.replace('_', '-')} cannot change a trained checkpoint "
