@@ -1,7 +1,7 @@
 """Helper of the slow DDP test: train neural AuxIVA for a few steps, once on one process with
 batch 4 and once on 2 gloo CPU processes with batch 2 each, and save the final weights.
 
-Usage: python tests/ddp_check.py OUT_DIR DATA_DIR single|ddp
+Usage: python tests/ddp_check.py OUT_DIR DATA_DIR single|ddp [PRECISION (32-true, 64-true)]
 """
 
 import sys
@@ -16,7 +16,7 @@ from omegaconf import open_dict
 from torchbss.lightning.entry import build_module, config_dir
 
 
-def run(out: Path, data_dir: str, ddp: bool) -> None:
+def run(out: Path, data_dir: str, ddp: bool, precision: str) -> None:
     import lightning.pytorch as pl
 
     overrides = [
@@ -24,7 +24,7 @@ def run(out: Path, data_dir: str, ddp: bool) -> None:
         "data.num_workers=0", "data.dataset.segment_s=1.0", "data.train.length=16",
         "+data.shuffle=false", f"data.batch_size={2 if ddp else 4}", "trainer.max_steps=3",
         "trainer.enable_progress_bar=false", "trainer.limit_val_batches=0",
-        f"trainer={'ddp' if ddp else 'cpu'}", "optimizer=sgd",
+        f"trainer={'ddp' if ddp else 'cpu'}", "optimizer=sgd", f"+trainer.precision={precision}",
     ]  # fmt: skip
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
@@ -44,4 +44,4 @@ def run(out: Path, data_dir: str, ddp: bool) -> None:
 if __name__ == "__main__":
     torch.set_num_threads(1)
     out, data, mode = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
-    run(out, data, ddp=mode == "ddp")
+    run(out, data, ddp=mode == "ddp", precision=sys.argv[4] if len(sys.argv) > 4 else "32-true")

@@ -161,6 +161,21 @@ def ip1_update(
 IP2_DEGENERATE_GAP = 1e-6
 
 
+def _widen(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Single precision promoted to double (``complex64 -> complex128``, ``float32 -> float64``).
+
+    IP2 solves its inverses and 2x2 pencils in double precision: they are ``O(freq M^3)``, small
+    next to the covariances (``O(freq frames M^2)``, kept in the input precision), but in
+    float32 a weighted covariance with a condition number of ~1e5 (a short or sparse signal,
+    a weak source in a bin) turns the generalized eigenvectors into rounding noise. Measured on
+    neural AuxIVA at initialisation (2 IP2 iterations, 1 s at n_fft 256): the loss differed
+    from float64 by 8 % and by 1e-2 relative between a batch of 4 and two batches of 2 (an
+    ill-posed gradient, and DDP != one process); with the widened pencil, 7e-8.
+    """
+    wide = {torch.complex64: torch.complex128, torch.float32: torch.float64}
+    return tuple(t.to(wide.get(t.dtype, t.dtype)) for t in tensors)
+
+
 def ip2_update(
     W: torch.Tensor,
     V_k: torch.Tensor,
@@ -184,10 +199,10 @@ def ip2_update(
     Returns:
         New ``W``.
     """
-    Vd, Vo = pack_hermitian(torch.stack([V_k, V_l], -4))
+    Vd, Vo = _widen(*pack_hermitian(torch.stack([V_k, V_l], -4)))
     V_inv = loaded_inverse(Vd, Vo, load, default_floor(V_k.dtype))
-    Wf = to_freq_last(W)
-    return from_freq_last(ip2_pair_sweep(Wf, inverse(Wf), V_inv, k, l, eps))
+    (Wf,) = _widen(to_freq_last(W))
+    return from_freq_last(ip2_pair_sweep(Wf, inverse(Wf), V_inv, k, l, eps)).to(W.dtype)
 
 
 def ip2_pair_sweep(
@@ -419,12 +434,14 @@ class IP2(_IterativeProjection):
     name = "ip2"
 
     def update_packed(self, W, Vd, Vo, n_valid):
-        V_inv = self._inverses(Vd, Vo)
+        dtype, floor = W.dtype, default_floor(Vd.dtype)
+        W, Vd, Vo = _widen(W, Vd, Vo)  # see _widen: the pencils in double precision
+        V_inv = loaded_inverse(Vd, Vo, self.load, floor)
         n_src = V_inv.shape[-4]
         if n_src == 1:  # no pair to update: IP2 of a single row is IP1
-            return ip1_sweep(W, inverse(W), V_inv, self.eps)[0]
+            return ip1_sweep(W, inverse(W), V_inv, self.eps)[0].to(dtype)
         for i in range(math.ceil(n_src / 2)):
             k, l = 2 * i, (2 * i + 1) % n_src
             pair = torch.stack([V_inv[..., k, :, :, :], V_inv[..., l, :, :, :]], -4)
             W = ip2_pair_sweep(W, inverse(W), pair, k, l, self.eps)
-        return W
+        return W.to(dtype)
