@@ -154,11 +154,12 @@ def test_ip2_in_float32_equals_float64_on_ill_conditioned_covariances():
     X = torch.stack([s[0] + s[1], s[0] + s[1] + 1e-3 * s[1]])  # nearly collinear mics
     w = torch.rand(2, 64, 200, dtype=torch.float64, generator=g) + 0.1
     V = weighted_covariance(X, w).to(torch.complex64).to(torch.complex128)  # exact in both
-    W = (torch.eye(2) + 0.1 * torch.randn(64, 2, 2, dtype=torch.complex128, generator=g))
+    W = torch.eye(2) + 0.1 * torch.randn(64, 2, 2, dtype=torch.complex128, generator=g)
     W = W.to(torch.complex64).to(torch.complex128)
     assert torch.linalg.cond(V[0]).min() > 1e5
     ref = ip2_update(W, V[0], V[1], 0, 1)
-    low = ip2_update(W.to(torch.complex64), V[0].to(torch.complex64), V[1].to(torch.complex64), 0, 1)
+    c64 = torch.complex64
+    low = ip2_update(W.to(c64), V[0].to(c64), V[1].to(c64), 0, 1)
     assert low.dtype == torch.complex64
     torch.testing.assert_close(low.to(ref.dtype), ref, rtol=1e-5, atol=1e-5 * ref.abs().max())
     # the strategy class (separators' packed path) widens the same way
