@@ -119,6 +119,25 @@ def test_train_writes_a_run_folder_and_an_export_that_separates_alike(tmp_path, 
         torch.testing.assert_close(wsep(x).sources, module(x[None])[0], rtol=1e-5, atol=1e-6)
 
 
+def test_init_checkpoint_starts_from_the_shipped_weights(tmp_path):
+    """``init_checkpoint=`` loads trained weights (here the shipped neural-auxiva asset) into
+    the separator before training; a checkpoint of another architecture is refused by name."""
+    from torchbss.export import pretrained_path
+
+    asset = pretrained_path("neural-auxiva")
+    cfg = _compose(["experiment=neural_auxiva", f"init_checkpoint={asset}"], tmp_path)
+    module = build_module(cfg)
+    shipped = torch.load(asset, map_location="cpu", weights_only=True)["state_dict"]
+    own = module.separator.state_dict()
+    assert shipped.keys() == own.keys()
+    for key, value in shipped.items():
+        torch.testing.assert_close(own[key], value, rtol=0, atol=0)
+    cfg = _compose(["experiment=neural_auxiva", "source_model.hidden=16",
+                    f"init_checkpoint={asset}"], tmp_path)  # fmt: skip
+    with pytest.raises(ValueError, match="shape"):
+        build_module(cfg)
+
+
 class _Exploding(torch.nn.Module):
     """A loss that is NaN on the second call (to test the guard)."""
 
