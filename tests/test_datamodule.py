@@ -239,3 +239,31 @@ def test_trainer_runs_on_the_data_module(speech_dir, tmp_path):
     trainer.fit(model, datamodule=_module(speech_dir))
     # two epochs of 6 examples: the second epoch drew new mixtures (indices 6..11)
     assert sorted(model.seen) == list(range(12))
+
+
+def test_train_extra_gives_one_batch_of_each_set_per_step(speech_dir):
+    """``train_extra``: mixtures of another source count, a batch of each set per step (dict of
+    loaders -> Lightning's CombinedLoader); each set's batches are its own sampled examples."""
+    from lightning.pytorch.utilities import CombinedLoader
+
+    extra = {"3x3": {"split": "train", "length": 6, "n_sources": 3, "n_mics": 3}}
+    dm = _module(speech_dir, train_extra=extra)
+    dm.setup("fit")
+    loaders = dm.train_dataloader()
+    assert list(loaders) == ["train", "3x3"]
+    combined = CombinedLoader(loaders, mode="max_size_cycle")
+    steps = list(iter(combined))
+    assert len(steps) == 3
+    for batch, _, _ in steps:
+        assert batch["train"]["mixture"].shape[:2] == (2, 2)
+        assert batch["3x3"]["mixture"].shape[:2] == (2, 3)
+        assert batch["3x3"]["reference"].shape[:2] == (2, 3)
+    # the main set's batches are those of the same module without the extra set
+    plain = _module(speech_dir)
+    plain.setup("fit")
+    for (batch, _, _), alone in zip(steps, plain.train_dataloader()):
+        _same(batch["train"], alone)
+    with pytest.raises(ValueError, match="must differ from"):
+        _module(speech_dir, train_extra={"val": extra["3x3"]})
+    with pytest.raises(ValueError, match="needs a main train"):
+        _module(speech_dir, train=None, train_extra=extra)

@@ -92,6 +92,11 @@ class SeparationDataModule(pl.LightningDataModule):
         collate: ``"stack"`` (equal lengths) or ``"pad"`` (:func:`pad_collate`).
         drop_last: drop the last incomplete training batch.
         pin_memory, persistent_workers: passed to the ``DataLoader``.
+        train_extra: more training sets, by name, given like ``train`` (e.g. mixtures of
+            another source count, whose batches cannot be stacked with the main ones). Every
+            training step then gets one batch of each (Lightning's ``CombinedLoader``,
+            ``max_size_cycle``): ``{"train": batch, name: batch, ...}``, and
+            :class:`~torchbss.lightning.SeparationModule` averages their losses.
 
     Example:
         >>> from functools import partial
@@ -121,6 +126,7 @@ class SeparationDataModule(pl.LightningDataModule):
         drop_last: bool = True,
         pin_memory: bool = False,
         persistent_workers: bool = False,
+        train_extra: Mapping[str, Dataset | Mapping[str, Any]] | None = None,
     ) -> None:
         super().__init__()
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
@@ -138,6 +144,16 @@ class SeparationDataModule(pl.LightningDataModule):
                 f"'_partial_: true'), got {type(dataset).__name__}"
             )
         self._specs = {"train": train, "val": val, "test": test}
+        extra = dict(train_extra or {})
+        for name in extra:
+            if name in SPLITS:
+                raise ValueError(f"train_extra names must differ from {SPLITS}, got {name!r}")
+            if extra[name] is None:
+                raise ValueError(f"train_extra[{name!r}] is None; remove it or give a dataset")
+        if extra and train is None:
+            raise ValueError("train_extra needs a main train dataset too")
+        self._specs.update(extra)
+        self.extra_names = tuple(str(name) for name in extra)
         for split, spec in self._specs.items():
             if isinstance(spec, Mapping) and dataset is None:
                 raise ValueError(
@@ -164,7 +180,7 @@ class SeparationDataModule(pl.LightningDataModule):
         self.drop_last = drop_last
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
-        self.datasets: dict[str, Dataset | None] = {s: None for s in SPLITS}
+        self.datasets: dict[str, Dataset | None] = {s: None for s in self._specs}
 
     def has_split(self, split: str) -> bool:
         """Whether a ``split`` dataset ("train", "val", "test") is configured."""
@@ -184,8 +200,9 @@ class SeparationDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets the stage needs (``fit``: train + val, ``validate``: val,
         ``test``: test, ``None``: all)."""
-        needs = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
-        for split in needs.get(stage or "", SPLITS):
+        fit = ("train", *self.extra_names, "val")
+        needs = {"fit": fit, "validate": ("val",), "test": ("test",)}
+        for split in needs.get(stage or "", tuple(self._specs)):
             self._build(split)
 
     def _loader(self, split: str, **kwargs: Any) -> DataLoader:
@@ -202,9 +219,15 @@ class SeparationDataModule(pl.LightningDataModule):
             **kwargs,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled batches of ``batch_size``; new examples each epoch (see the class doc)."""
-        ds = self._build("train")
+    def train_dataloader(self) -> DataLoader | dict[str, DataLoader]:
+        """Shuffled batches of ``batch_size``; new examples each epoch (see the class doc).
+        With ``train_extra``: a dict of loaders, ``"train"`` first."""
+        if self.extra_names:
+            return {name: self._train_loader(name) for name in ("train", *self.extra_names)}
+        return self._train_loader("train")
+
+    def _train_loader(self, split: str) -> DataLoader:
+        ds = self._build(split)
         fresh = self.fresh_examples and bool(getattr(ds, "fresh_indices", False))
         size = len(ds) if ds is not None else 1
         trainer = getattr(self, "trainer", None)
@@ -213,7 +236,7 @@ class SeparationDataModule(pl.LightningDataModule):
         sampler = EpochSampler(size, shuffle=self.shuffle, seed=self.seed, fresh=fresh,
                                num_replicas=replicas, rank=rank)  # fmt: skip
         return self._loader(
-            "train", batch_size=self.batch_size, sampler=sampler, drop_last=self.drop_last
+            split, batch_size=self.batch_size, sampler=sampler, drop_last=self.drop_last
         )
 
     def val_dataloader(self) -> DataLoader:

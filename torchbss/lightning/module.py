@@ -15,6 +15,7 @@ Optimisation is manual (``automatic_optimization = False``) so that the module c
   optimizer-state change) and counted (``train/skipped_batches``); under DDP the decision is
   taken on all ranks together;
 * gradients are clipped by norm (``gradient_clip_norm``);
+* a batch ``{set name: batch}`` (the data module's ``train_extra``) averages the sets' losses;
 * the scheduler steps every ``scheduler_interval`` ("step" or "epoch").
 
 Logged: ``train/loss``, ``train/skipped_batches``, ``val/loss``, ``val/si_sdr``,
@@ -167,7 +168,13 @@ class SeparationModule(pl.LightningModule):
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         opt = self.optimizers()
         opt.zero_grad(set_to_none=True)
-        _, loss = self._shared_step(batch)
+        if _is_combined(batch):  # train_extra: one batch per training set, losses averaged
+            losses = [self._shared_step(b)[1] for b in batch.values()]
+            loss = torch.stack(losses).mean()
+            size = sum(b["mixture"].shape[0] for b in batch.values())
+        else:
+            _, loss = self._shared_step(batch)
+            size = batch["mixture"].shape[0]
         ok = self._all_ranks(bool(torch.isfinite(loss)))
         if ok:
             self.manual_backward(loss)
@@ -183,7 +190,6 @@ class SeparationModule(pl.LightningModule):
         else:
             opt.zero_grad(set_to_none=True)
             self.skipped_batches += 1
-        size = batch["mixture"].shape[0]
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=size, sync_dist=True)
         self.log("train/skipped_batches", self.skipped_batches.float(), batch_size=size)
         return loss.detach()
@@ -239,3 +245,8 @@ class SeparationModule(pl.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
+
+
+def _is_combined(batch: Mapping[str, Any]) -> bool:
+    """Whether ``batch`` is ``{set name: batch}`` (the data module's ``train_extra``)."""
+    return bool(batch) and all(isinstance(v, Mapping) for v in batch.values())
