@@ -395,8 +395,12 @@ class _IterativeProjection(PackedUpdate):
     def _config(self) -> dict[str, Any]:
         return {"load": self.load, "eps": self.eps}
 
-    def _inverses(self, Vd: torch.Tensor, Vo: torch.Tensor) -> torch.Tensor:
-        return loaded_inverse(Vd, Vo, self.load, default_floor(Vd.dtype))
+    def _inverses(
+        self, Vd: torch.Tensor, Vo: torch.Tensor, floor_dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
+        """Loaded inverses; the floor is that of ``floor_dtype`` (default: ``Vd``'s dtype, the
+        input precision when ``Vd`` was widened)."""
+        return loaded_inverse(Vd, Vo, self.load, default_floor(floor_dtype or Vd.dtype))
 
 
 class IP1(_IterativeProjection):
@@ -434,9 +438,9 @@ class IP2(_IterativeProjection):
     name = "ip2"
 
     def update_packed(self, W, Vd, Vo, n_valid):
-        dtype, floor = W.dtype, default_floor(Vd.dtype)
+        dtype, input_real = W.dtype, Vd.dtype
         W, Vd, Vo = _widen(W, Vd, Vo)  # see _widen: the pencils in double precision
-        V_inv = loaded_inverse(Vd, Vo, self.load, floor)
+        V_inv = self._inverses(Vd, Vo, floor_dtype=input_real)
         n_src = V_inv.shape[-4]
         if n_src == 1:  # no pair to update: IP2 of a single row is IP1
             return ip1_sweep(W, inverse(W), V_inv, self.eps)[0].to(dtype)
