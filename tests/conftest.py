@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,22 @@ def reference_figures() -> dict:
 def generator() -> torch.Generator:
     """A seeded CPU generator so that random test inputs are reproducible."""
     return torch.Generator().manual_seed(0)
+
+
+@contextmanager
+def single_threaded():
+    """Run a block with one intra-op thread, restoring the previous count afterwards.
+
+    Needed around torchmetrics' SDR, which solves batches of 512 x 512 Toeplitz systems with
+    ``torch.linalg.solve``: with this torch build (2.13.0, MKL) and more than one thread, once
+    ``torch.set_num_threads`` has been called (by any earlier test, with any value), MKL's
+    threaded LU inside torch's parallel loop over the batch prints "Parameter 6 was incorrect on
+    entry to DLASWP" and spins forever (reproduced with two lines: ``set_num_threads(2)`` then a
+    batch of 64 512 x 512 solves). torchbss itself only factorises tiny matrices or uses Cholesky.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -14,10 +14,12 @@ yaml = pytest.importorskip("yaml")
 
 
 @pytest.fixture
-def tiny(tmp_path, data_dir, monkeypatch):
+def tiny(tmp_path, data_dir, monkeypatch, request):
     """A tiny BS-RoFormer config (the community vocals layout, shrunk) and 3 s of a song."""
     from torchbss.models import from_config, load_config
 
+    threads = torch.get_num_threads()
+    request.addfinalizer(lambda: torch.set_num_threads(threads))
     torch.set_num_threads(1)
     cfg = load_config(data_dir / "music_model_configs" / "config_vocals_bs_roformer.yaml")
     cfg = json.loads(json.dumps(cfg))  # tuples -> lists, plain YAML
