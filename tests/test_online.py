@@ -496,3 +496,45 @@ def test_matches_solve_based_reference_on_real_mixture(model):
     torch.testing.assert_close(Y, Y_ref, rtol=1e-9, atol=1e-10 * Y_ref.abs().max().item())
     _, state = _run(sep, X)  # the tracked inverse stays the inverse of W
     torch.testing.assert_close(state["A"], torch.linalg.inv(state["W"]), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("M", [2, 3, 4])
+def test_real_arithmetic_ip1_step_equals_the_complex_one(M):
+    """The compile-friendly IP1 step on real planes is the complex IP1 step (eager, float64)."""
+    from torchbss.updates import ip1_sweep, loaded_inverse
+    from torchbss.updates.fused import ip1_step_planes
+    from torchbss.updates.hermitian import pack_hermitian, to_freq_last
+
+    g = torch.Generator().manual_seed(M)
+    X = torch.randn(2, M, 3 * M, N_FREQ, generator=g, dtype=torch.complex128)  # (b, m, t, f)
+    phi = torch.rand(2, M, 1, 3 * M, 1, generator=g, dtype=torch.float64) + 0.1
+    V = torch.einsum("bkmtf,bkntf->bkfmn", phi * X.unsqueeze(1), X.conj().unsqueeze(1))
+    Vd, Vo = pack_hermitian(V)
+    W = torch.eye(M, dtype=torch.complex128) + 0.3 * torch.randn(
+        2, N_FREQ, M, M, generator=g, dtype=torch.complex128
+    )
+    W, A = to_freq_last(W), to_freq_last(torch.linalg.inv(W))
+    load = torch.tensor(0.03, dtype=torch.float64)
+    want_W, want_A = ip1_sweep(W, A, loaded_inverse(Vd, Vo, load, 1e-10), 1e-10)
+    got = ip1_step_planes(W.real, W.imag, A.real, A.imag, Vd, Vo.real, Vo.imag, load, 1e-10, 1e-10)
+    torch.testing.assert_close(torch.complex(got[0], got[1]), want_W, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(torch.complex(got[2], got[3]), want_A, rtol=1e-12, atol=1e-12)
+    assert (want_W - W).abs().max() > 0.1  # the sweep did change W
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("make", [OnlineAuxIVA, lambda **kw: OnlineILRMA(n_freq=N_FREQ, **kw)])
+def test_compiled_frames_equal_eager(make):
+    """compile=True (torch.compile of the real-arithmetic IP1 step) gives the eager output."""
+    X, _ = _mixture(batch=2, n_src=3, n_frames=30)
+    want = make()(X).sources
+    got = make(compile=True)(X).sources
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9 * float(want.abs().max()))
+
+
+def test_compile_rejects_what_it_does_not_cover():
+    X, _ = _mixture(n_src=2, mics=3, n_frames=4)
+    with pytest.raises(ValueError, match="compile=True supports n_src == mics"):
+        OnlineAuxIVA(n_src=2, compile=True)(X)
+    with pytest.raises(TypeError, match="compile"):
+        OnlineAuxIVA(compile="yes")

@@ -42,6 +42,8 @@ class OnlineAuxIVA(OnlineSpatialSeparator):
         tbptt: detach the state every ``tbptt`` frames of a ``step`` call (truncated BPTT).
         checkpoint: gradient checkpointing over blocks of ``checkpoint_block`` frames.
         checkpoint_block: frames per checkpointed block.
+        compile: the IP1 step of each frame as one compiled kernel (see
+            :class:`~torchbss.separators.online.spatial.OnlineSpatialSeparator`).
 
     Shapes:
         ``X``: ``(..., mics, freq, frames)`` complex -> ``sources``: ``(..., n_src, freq,
@@ -62,10 +64,11 @@ class OnlineAuxIVA(OnlineSpatialSeparator):
         tbptt: int | None = None,
         checkpoint: bool = False,
         checkpoint_block: int = 32,
+        compile: bool = False,
     ) -> None:
         super().__init__(
             n_src, ref_mic, load, forget, eps, trainable, forget_per_freq, n_freq, tbptt,
-            checkpoint, checkpoint_block,
+            checkpoint, checkpoint_block, compile,
         )  # fmt: skip
         self.source_model = as_source_model(source_model)
 

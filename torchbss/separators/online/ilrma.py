@@ -86,7 +86,7 @@ class OnlineILRMA(OnlineSpatialSeparator):
             of the frame``, and learns spectral shapes as the bases adapt; the jitter breaks the
             symmetry between bases), or ``"uniform"``: ``U(0.1, 1)`` (Kitamura's batch init).
         basis_jitter: half-width of the flat init's jitter.
-        trainable, forget_per_freq, tbptt, checkpoint, checkpoint_block: see
+        trainable, forget_per_freq, tbptt, checkpoint, checkpoint_block, compile: see
             :class:`~torchbss.separators.OnlineAuxIVA`.
 
     Shapes:
@@ -114,13 +114,14 @@ class OnlineILRMA(OnlineSpatialSeparator):
         tbptt: int | None = None,
         checkpoint: bool = False,
         checkpoint_block: int = 32,
+        compile: bool = False,
     ) -> None:
         check_positive_int(n_freq, "n_freq")
         check_choice(basis_init, "basis_init", ("flat", "uniform"))
         check_range(basis_jitter, "basis_jitter", 0.0, 1.0)
         super().__init__(
             n_src, ref_mic, load, forget, eps, trainable, forget_per_freq, n_freq, tbptt,
-            checkpoint, checkpoint_block,
+            checkpoint, checkpoint_block, compile,
         )  # fmt: skip
         self.n_basis = check_positive_int(n_basis, "n_basis")
         self.minibatch = check_positive_int(minibatch, "minibatch")

@@ -18,11 +18,13 @@ import torch
 from einops import einsum
 from torch import nn
 
-from torchbss._validation import check_positive_int, check_range
+from torchbss._validation import check_bool, check_positive_int, check_range
 from torchbss.separators.base import SeparationResult
 from torchbss.separators.online.base import OnlineSeparator, State, inverse_softplus
 from torchbss.updates import background_update, ip1_sweep, loaded_inverse
+from torchbss.updates.fused import ip1_step_planes
 from torchbss.updates.hermitian import (
+    SWEEP_MAX,
     from_freq_last,
     pack_hermitian,
     packed_outer,
@@ -47,6 +49,11 @@ class OnlineSpatialSeparator(OnlineSeparator):
         ref_mic: reference microphone of the output scale (minimal distortion principle).
         load: relative diagonal loading of the covariances (``> 0``; see
             :func:`~torchbss.updates.diagonal_loading`).
+        compile: run each frame's IP1 step (loaded inverses + sweep) as one ``torch.compile``
+            kernel in real arithmetic (:func:`~torchbss.updates.fused.ip1_step_planes`): the
+            same result to rounding, several times faster per frame once compiled (the first
+            frame of each stream shape compiles, ~5-10 s; needs a C++ compiler on CPU). Only
+            for ``n_src == mics <= 4``.
         **kwargs: see :class:`~torchbss.separators.online.base.OnlineSeparator`.
     """
 
@@ -63,10 +70,13 @@ class OnlineSpatialSeparator(OnlineSeparator):
         tbptt: int | None,
         checkpoint: bool,
         checkpoint_block: int,
+        compile: bool = False,
     ) -> None:
         super().__init__(
             forget, eps, trainable, forget_per_freq, n_freq, tbptt, checkpoint, checkpoint_block
         )
+        self.compile = check_bool(compile, "compile")
+        self._compiled_step = None
         if n_src is not None:
             check_positive_int(n_src, "n_src")
         self.n_src = n_src
@@ -97,6 +107,11 @@ class OnlineSpatialSeparator(OnlineSeparator):
         n_src = self.resolve_n_src(n_mics)
         if self.ref_mic >= n_mics:
             raise ValueError(f"ref_mic={self.ref_mic} but X has only {n_mics} mics")
+        if self.compile and (n_src != n_mics or n_mics > SWEEP_MAX):
+            raise ValueError(
+                f"compile=True supports n_src == mics <= {SWEEP_MAX}, got {n_src} sources and "
+                f"{n_mics} mics; use compile=False"
+            )
         if self.n_freq is not None and n_freq != self.n_freq:
             raise ValueError(
                 f"X has {n_freq} frequency bins but the model was built with n_freq={self.n_freq}"
@@ -171,6 +186,8 @@ class OnlineSpatialSeparator(OnlineSeparator):
         load: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """IP1 on every source row; with ``C``, OverIVA background rows after each row."""
+        if self.compile and C is None:
+            return self._fused_step(W, A, Vd, Vo, load)
         V_inv = loaded_inverse(Vd, Vo, load, self.eps)
         if C is None:
             return ip1_sweep(W, A, V_inv, self.eps)
@@ -180,6 +197,16 @@ class OnlineSpatialSeparator(OnlineSeparator):
             Wp = background_update(from_freq_last(W), C, n_src, load=load)
             W, A = to_freq_last(Wp), to_freq_last(torch.linalg.inv(Wp))
         return W, A
+
+    def _fused_step(self, W, A, Vd, Vo, load):
+        """:meth:`spatial_step` through the compiled real-arithmetic kernel."""
+        if self._compiled_step is None:
+            self._compiled_step = torch.compile(ip1_step_planes, fullgraph=True, dynamic=False)
+        W_re, W_im, A_re, A_im = self._compiled_step(
+            W.real.contiguous(), W.imag.contiguous(), A.real.contiguous(), A.imag.contiguous(),
+            Vd, Vo.real.contiguous(), Vo.imag.contiguous(), load, self.eps, self.eps,
+        )  # fmt: skip
+        return torch.complex(W_re, W_im), torch.complex(A_re, A_im)
 
     def output(self, W: torch.Tensor, A: torch.Tensor, x: torch.Tensor, n_src: int):
         """``y = W_t x_t`` scaled by the minimal distortion principle: ``y_k (W^{-1})[ref, k]``."""
