@@ -74,7 +74,8 @@ SECTIONS: list[tuple[str, str, str, str]] = [
         "bench_online",
         "Online separation: latency, real-time factor, quality",
         "python -m bench.bench_online",
-        "Per-frame latency and real-time factor per stream (one thread, 1025 bins, hop 32 ms), a "
+        "Per-frame latency and real-time factor per stream (one thread, 1025 bins, hop 32 ms; "
+        "eager and compile=True), a "
         "training-like step, and SI-SDR improvement whole-signal and second half.",
     ),
     (
