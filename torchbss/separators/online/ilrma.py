@@ -49,6 +49,48 @@ def update_bases_where(
     return torch.where(due.reshape(due.shape + (1,) * (T.ndim - due.ndim)), new, T)
 
 
+def frame_weights(
+    p: torch.Tensor,
+    T: torch.Tensor,
+    h: torch.Tensor,
+    exponent: torch.Tensor,
+    n_iter: int,
+    eps: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n_iter`` activation updates of one frame, then the weights ``phi = 1 / (T h)``.
+
+    Args:
+        p: ``(..., K, F, 1)`` power of the frame's estimates.
+        T: ``(..., K, F, B)`` bases; h: ``(..., K, B, 1)`` activations.
+
+    Returns:
+        ``(h, phi)`` with ``phi`` ``(..., K, F)``.
+    """
+    for _ in range(n_iter):
+        h = nmf_activation_update(p, T, h, exponent, eps)
+    return h, (T @ h).clamp_min(eps).reciprocal()[..., 0]
+
+
+def basis_step(
+    p: torch.Tensor,
+    T: torch.Tensor,
+    h: torch.Tensor,
+    num: torch.Tensor,
+    den: torch.Tensor,
+    forget: torch.Tensor,
+    due: torch.Tensor | bool,
+    eps: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Decayed basis statistics with this frame's, and the bases where an update is ``due``.
+
+    Returns:
+        ``(T, num, den)``, each ``(..., K, F, B)``.
+    """
+    num_t, den_t = nmf_basis_statistics(p, T, h, eps)
+    num, den = decayed(num, num_t, forget), decayed(den, den_t, forget)
+    return update_bases_where(T, num, den, due, eps), num, den
+
+
 class OnlineILRMA(OnlineSpatialSeparator):
     """Online ILRMA (Nakashima & Ono 2026): online IS-NMF source model + online IP1.
 
@@ -187,15 +229,15 @@ class OnlineILRMA(OnlineSpatialSeparator):
         for i in range(self.inner_iter):
             y = demix_frame(W, x, n_src)
             p = (y.real.square() + y.imag.square()).unsqueeze(-1)  # (..., K, F, 1)
-            for _ in range(self.activation_iter):
-                h = nmf_activation_update(p, T, h, params["exponents"][i], self.eps)
-            phi = (T @ h).clamp_min(self.eps).reciprocal()[..., 0]  # 1 / r, (..., K, F)
+            h, phi = self.kernel(frame_weights)(
+                p, T, h, params["exponents"][i], self.activation_iter, self.eps
+            )  # phi = 1 / r, (..., K, F)
             Vd, Vo = self.update_covariances(state, x, beta, phi)
             W, A = self.spatial_step(W, A, Vd, Vo, C, params["load"])
-        num, den = nmf_basis_statistics(p, T, h, self.eps)
-        num = decayed(state["stat_num"], num, params["forget"])
-        den = decayed(state["stat_den"], den, params["forget"])
-        T = update_bases_where(T, num, den, minibatch_due(state, count, self.minibatch), self.eps)
+        due = minibatch_due(state, count, self.minibatch)
+        T, num, den = self.kernel(basis_step)(
+            p, T, h, state["stat_num"], state["stat_den"], params["forget"], due, self.eps
+        )
         new = {"W": W, "A": A, "Vd": Vd, "Vo": Vo, "basis": T, "activation": h[..., 0]}
         new["stat_num"], new["stat_den"] = num, den
         if C is not None:

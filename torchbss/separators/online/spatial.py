@@ -50,10 +50,10 @@ class OnlineSpatialSeparator(OnlineSeparator):
         load: relative diagonal loading of the covariances (``> 0``; see
             :func:`~torchbss.updates.diagonal_loading`).
         compile: run each frame's IP1 step (loaded inverses + sweep) as one ``torch.compile``
-            kernel in real arithmetic (:func:`~torchbss.updates.fused.ip1_step_planes`): the
-            same result to rounding, several times faster per frame once compiled (the first
-            frame of each stream shape compiles, ~5-10 s; needs a C++ compiler on CPU). Only
-            for ``n_src == mics <= 4``.
+            kernel in real arithmetic (:func:`~torchbss.updates.fused.ip1_step_planes`; online
+            ILRMA also compiles its NMF steps): the same result to rounding, faster per frame
+            once compiled (the first frames of each stream shape compile, ~5-10 s; needs a C++
+            compiler on CPU). Only for ``n_src == mics <= 4``.
         **kwargs: see :class:`~torchbss.separators.online.base.OnlineSeparator`.
     """
 
@@ -76,7 +76,7 @@ class OnlineSpatialSeparator(OnlineSeparator):
             forget, eps, trainable, forget_per_freq, n_freq, tbptt, checkpoint, checkpoint_block
         )
         self.compile = check_bool(compile, "compile")
-        self._compiled_step = None
+        self._kernels: dict[str, object] = {}
         if n_src is not None:
             check_positive_int(n_src, "n_src")
         self.n_src = n_src
@@ -198,11 +198,20 @@ class OnlineSpatialSeparator(OnlineSeparator):
             W, A = to_freq_last(Wp), to_freq_last(torch.linalg.inv(Wp))
         return W, A
 
+    def kernel(self, fn):
+        """``fn`` itself, or with ``compile=True`` its ``torch.compile`` (cached per separator).
+
+        ``fn`` must be a pure function of real tensors (TorchInductor does not compile complex
+        ones)."""
+        if not self.compile:
+            return fn
+        if fn.__name__ not in self._kernels:
+            self._kernels[fn.__name__] = torch.compile(fn, fullgraph=True, dynamic=False)
+        return self._kernels[fn.__name__]
+
     def _fused_step(self, W, A, Vd, Vo, load):
         """:meth:`spatial_step` through the compiled real-arithmetic kernel."""
-        if self._compiled_step is None:
-            self._compiled_step = torch.compile(ip1_step_planes, fullgraph=True, dynamic=False)
-        W_re, W_im, A_re, A_im = self._compiled_step(
+        W_re, W_im, A_re, A_im = self.kernel(ip1_step_planes)(
             W.real.contiguous(), W.imag.contiguous(), A.real.contiguous(), A.imag.contiguous(),
             Vd, Vo.real.contiguous(), Vo.imag.contiguous(), load, self.eps, self.eps,
         )  # fmt: skip
