@@ -235,6 +235,8 @@ class OnlineILRMA(OnlineSpatialSeparator):
             Vd, Vo = self.update_covariances(state, x, beta, phi)
             W, A = self.spatial_step(W, A, Vd, Vo, C, params["load"])
         due = minibatch_due(state, count, self.minibatch)
+        if self.compile:  # a tensor: one compiled graph for both cases
+            due = torch.as_tensor(due, device=p.device)
         T, num, den = self.kernel(basis_step)(
             p, T, h, state["stat_num"], state["stat_den"], params["forget"], due, self.eps
         )

@@ -206,7 +206,9 @@ class OnlineSpatialSeparator(OnlineSeparator):
         if not self.compile:
             return fn
         if fn.__name__ not in self._kernels:
-            self._kernels[fn.__name__] = torch.compile(fn, fullgraph=True, dynamic=False)
+            # dynamic=None: a second stream shape recompiles with symbolic sizes, so a process
+            # that serves several shapes stays within dynamo's recompile limit
+            self._kernels[fn.__name__] = torch.compile(fn, fullgraph=True)
         return self._kernels[fn.__name__]
 
     def _fused_step(self, W, A, Vd, Vo, load):
