@@ -12,7 +12,8 @@ Run ``python -m bench.bench_batch [--quick] [--previous REV]``; writes
 
    - torchbss: ``AuxIVA(n_iter, update=..., source_model="laplace", track_cost=False)``,
      ``ILRMA(n_iter, n_basis=2, track_cost=False)`` (IP1): the peers' work (they compute no
-     cost per iteration unless asked);
+     cost per iteration unless asked); row ``ilrma-ip1-compile``: the same with
+     ``compile=True`` (compiled NMF updates; compiled during the untimed warm-up);
    - previous: the same calls on torchbss as of commit ``--previous`` (default
      :data:`PREVIOUS_REV`, the implementation before the memory-hierarchy rework), imported in
      the same process under the name ``torchbss_prev``;
@@ -137,6 +138,12 @@ ALGORITHMS = {
     "auxiva-ip2": ("AuxIVA", {"update": "ip2", "source_model": "laplace", **SAME_WORK}, "auxiva"),
     "auxiva-iss": ("AuxIVA", {"update": "iss", "source_model": "laplace", **SAME_WORK}, "auxiva"),
     "ilrma-ip1": ("ILRMA", {"update": "ip1", "n_basis": N_BASIS, **SAME_WORK}, "ilrma"),
+    # the same with the NMF updates compiled (NMF(compile=True); compiled in the warm-up)
+    "ilrma-ip1-compile": (
+        "ILRMA",
+        {"update": "ip1", "n_basis": N_BASIS, "compile": True, **SAME_WORK},
+        "ilrma",
+    ),
 }
 
 
@@ -184,7 +191,7 @@ def _implementations(
         tiva = _import_torchiva()
 
         def tiva_run(X):
-            if algo == "ilrma-ip1":
+            if algo.startswith("ilrma-ip1"):
                 sep = tiva.AuxIVA_IP(
                     n_iter=n_iter, n_src=X.shape[-3], model=tiva.NMFModel(n_basis=N_BASIS)
                 )
@@ -205,7 +212,7 @@ def _implementations(
         from ssspy.bss.iva import AuxLaplaceIVA
 
         def ssspy_run(X):
-            if algo == "ilrma-ip1":
+            if algo.startswith("ilrma-ip1"):
                 sep = GaussILRMA(
                     n_basis=N_BASIS,
                     spatial_algorithm="IP1",
