@@ -250,9 +250,13 @@ def speed_rows(
         n_iter = iters[ALGORITHMS[algo][2]]
         impls, errors = _implementations(algo, n_iter, previous)
         excerpt = next(iter(mixtures.values()))[..., :64]
-        for lib, (prepare, run) in list(impls.items()):  # warm-up on an excerpt
+        # warm-up on an excerpt; a compiled variant also on every input shape (compilation is
+        # not what its row measures)
+        shapes = list(mixtures.values()) if algo.endswith("-compile") else []
+        for lib, (prepare, run) in list(impls.items()):
             try:
-                run(prepare(excerpt))
+                for X in [excerpt] + (shapes if lib == "torchbss" else []):
+                    run(prepare(X))
             except Exception as exc:  # a peer failing must not stop the benchmark
                 errors[lib] = f"{type(exc).__name__}: {exc}"[:160]
                 del impls[lib]
