@@ -525,11 +525,20 @@ def test_real_arithmetic_ip1_step_equals_the_complex_one(M):
 @pytest.mark.slow
 @pytest.mark.parametrize("make", [OnlineAuxIVA, lambda **kw: OnlineILRMA(n_freq=N_FREQ, **kw)])
 def test_compiled_frames_equal_eager(make):
-    """compile=True (torch.compile of the real-arithmetic IP1 step) gives the eager output."""
+    """compile=True (torch.compile of the real-arithmetic IP1 step) gives the eager output and,
+    trainable, the eager gradients."""
     X, _ = _mixture(batch=2, n_src=3, n_frames=30)
-    want = make()(X).sources
-    got = make(compile=True)(X).sources
+    results = []
+    for compile in (False, True):
+        sep = make(compile=compile, trainable=True)
+        Y = sep(X).sources
+        (Y.abs() ** 2).mean().log().backward()
+        results.append((Y.detach(), {n: p.grad for n, p in sep.named_parameters()}))
+    (want, want_grads), (got, got_grads) = results
     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9 * float(want.abs().max()))
+    assert any(float(g.abs().max()) > 0 for g in want_grads.values())
+    for name, grad in want_grads.items():
+        torch.testing.assert_close(got_grads[name], grad, rtol=1e-7, atol=1e-12, msg=name)
 
 
 def test_compile_rejects_what_it_does_not_cover():
