@@ -235,3 +235,25 @@ def test_separate_writes_source_images_that_sum_to_the_mixture(short_mixture):
     assert images[0].shape == mix.shape
     err = (images[0] + images[1] - mix).pow(2).sum() / mix.pow(2).sum()
     assert err < 1e-8  # the determined demixing: exact up to float32 rounding
+
+
+def test_music_only_and_compile_flags_are_refused_where_they_do_not_apply(short_mixture, capsys):
+    """--compile reaches the separators that take it; elsewhere it (like the music-model
+    flags) is refused rather than ignored."""
+    from torchbss.cli.main import build_separator
+
+    sep = build_separator("online-ilrma", n_src=None, n_iter=None, ref_mic=0, n_freq=33,
+                          compile=True)  # fmt: skip
+    assert sep.compile
+    assert build_separator("ilrma", n_src=None, n_iter=3, ref_mic=0, n_freq=33,
+                           compile=True).source_model.compile  # fmt: skip
+    base = ["separate", str(short_mixture / "mix.wav"), "--out", str(short_mixture / "o")]
+    assert main([*base, "--method", "auxiva", "--compile"]) == 2
+    assert "--compile applies to the methods ilrma, online-auxiva, online-ilrma" in _error(capsys)
+    assert main([*base, "--method", "neural-auxiva", "--compile"]) == 2
+    assert "not to a trained checkpoint" in _error(capsys)
+    assert main([*base, "--mono-to-stereo"]) == 2
+    assert "--mono-to-stereo applies to music models" in _error(capsys)
+    assert main([*base, "--precision", "bf16"]) == 2
+    assert "--precision bf16 applies to music models" in _error(capsys)
+    assert not (short_mixture / "o").exists()

@@ -27,6 +27,8 @@ METHODS = {
 #: methods backed by a trained model shipped inside the package (torchbss/assets): the names
 #: of torchbss.export.PRETRAINED
 SHIPPED = ("neural-auxiva",)
+#: methods whose separator takes ``compile=True`` (``separate --compile``)
+COMPILABLE = ("ilrma", "online-auxiva", "online-ilrma")
 
 
 class CLIError(Exception):
@@ -82,7 +84,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_separator(method: str, *, n_src: int | None, n_iter: int | None, ref_mic: int,
-                    n_freq: int) -> torch.nn.Module:  # fmt: skip
+                    n_freq: int, compile: bool = False) -> torch.nn.Module:  # fmt: skip
     """The separator for ``--method``: its class with only the options the user gave."""
     from torchbss.export import instantiate
 
@@ -99,6 +101,13 @@ def build_separator(method: str, *, n_src: int | None, n_iter: int | None, ref_m
         config["n_iter"] = n_iter
     if method == "online-ilrma":
         config["n_freq"] = n_freq
+    if compile:
+        if method not in COMPILABLE:
+            raise CLIError(
+                f"--compile applies to the methods {', '.join(COMPILABLE)} and to music models "
+                f"(--model), not to {method}"
+            )
+        config["compile"] = True
     return instantiate(config)
 
 
@@ -114,6 +123,11 @@ def _load_waveform_separator(args: argparse.Namespace, n_mics: int, device: torc
         if checkpoint is not None:
             raise CLIError(f"--method {args.method} is a shipped checkpoint; drop --checkpoint")
         checkpoint = pretrained_path(args.method)
+    if checkpoint is not None and args.compile:
+        raise CLIError(
+            f"--compile applies to the methods {', '.join(COMPILABLE)} and to music models "
+            "(--model), not to a trained checkpoint"
+        )
     if checkpoint is not None:
         wsep, _ = load_separator(checkpoint, map_location=device)
         sep = wsep.separator
@@ -140,7 +154,7 @@ def _load_waveform_separator(args: argparse.Namespace, n_mics: int, device: torc
     hop = args.hop or 512
     sep = build_separator(
         args.method, n_src=args.n_src, n_iter=args.n_iter, ref_mic=args.ref_mic,
-        n_freq=n_fft // 2 + 1,
+        n_freq=n_fft // 2 + 1, compile=args.compile,
     )  # fmt: skip
     return WaveformSeparator(sep, n_fft=n_fft, hop_length=hop).to(device)
 
@@ -321,6 +335,13 @@ def cmd_separate(args: argparse.Namespace) -> int:
     for flag in ("stems", "overlap", "batch_size"):
         if getattr(args, flag) is not None:
             raise CLIError(f"--{flag.replace('_', '-')} applies to music models (--model)")
+    if args.mono_to_stereo:
+        raise CLIError("--mono-to-stereo applies to music models (--model)")
+    if args.precision != "float32":
+        raise CLIError(
+            f"--precision {args.precision} applies to music models (--model); the BSS methods "
+            "run in float32 (complex64)"
+        )
     meta = io.info(args.input)
 
     if meta.channels < 2:
@@ -536,7 +557,11 @@ def build_parser() -> argparse.ArgumentParser:
     music.add_argument("--batch-size", type=_positive_int, default=None, help="chunks per call")
     music.add_argument("--overlap", type=float, default=None, help="chunk overlap in [0, 1)")
     music.add_argument("--precision", default="float32", choices=("float32", "bf16", "fp16"))
-    music.add_argument("--compile", action="store_true", help="torch.compile the model")
+    music.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the model (also for --method " + ", ".join(COMPILABLE) + ")",
+    )
     music.add_argument(
         "--mono-to-stereo",
         action="store_true",
