@@ -385,6 +385,12 @@ class NMF(SourceModel):
         self.eps = float(eps)
         self.seed = seed
 
+    def __getstate__(self) -> dict:
+        """Pickle / deepcopy without the compiled update (recompiled on first use)."""
+        state = dict(self.__dict__)
+        state["_compiled"] = None
+        return state
+
     def init_state(
         self,
         Y: torch.Tensor,

@@ -211,6 +211,12 @@ class OnlineSpatialSeparator(OnlineSeparator):
             self._kernels[fn.__name__] = torch.compile(fn, fullgraph=True)
         return self._kernels[fn.__name__]
 
+    def __getstate__(self) -> dict:
+        """Pickle / deepcopy without the compiled kernels (recompiled on first use)."""
+        state = dict(self.__dict__)
+        state["_kernels"] = {}
+        return state
+
     def _fused_step(self, W, A, Vd, Vo, load):
         """:meth:`spatial_step` through the compiled real-arithmetic kernel."""
         W_re, W_im, A_re, A_im = self.kernel(ip1_step_planes)(
