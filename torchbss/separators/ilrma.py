@@ -8,6 +8,7 @@ References:
 
 from __future__ import annotations
 
+from torchbss._validation import check_bool
 from torchbss.separators.iterative import IterativeSeparator
 from torchbss.source_models import NMF, SourceModel
 from torchbss.updates import SpatialUpdate
@@ -82,8 +83,7 @@ class ILRMA(IterativeSeparator):
         track_cost: bool = True,
         compile: bool = False,
     ) -> None:
-        if not isinstance(compile, bool):
-            raise TypeError(f"compile must be True or False, got {compile!r}")
+        check_bool(compile, "compile")
         nmf_args = {"n_basis": n_basis, "eps": eps, "seed": seed, "compile": compile or None}
         given = {k: v for k, v in nmf_args.items() if v is not None}
         if source_model is None:

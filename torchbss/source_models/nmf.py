@@ -34,6 +34,8 @@ from dataclasses import dataclass
 
 import torch
 
+from torchbss._compile import CompiledKernels
+from torchbss._validation import check_bool
 from torchbss.source_models.base import SourceModel, masked_frame_mean, power
 
 __all__ = [
@@ -339,7 +341,7 @@ def _fused_weights(
     return weights, state.basis, state.activations
 
 
-class NMF(SourceModel):
+class NMF(CompiledKernels, SourceModel):
     """ILRMA's low-rank source model with multiplicative updates and explicit state.
 
     ``forward`` updates the factors from the current estimates and returns
@@ -371,10 +373,7 @@ class NMF(SourceModel):
         self, n_basis: int = 2, eps: float = 1e-15, seed: int | None = 0, compile: bool = False
     ) -> None:
         super().__init__()
-        if not isinstance(compile, bool):
-            raise TypeError(f"compile must be True or False, got {compile!r}")
-        self.compile = compile
-        self._compiled = None
+        self.compile = check_bool(compile, "compile")
         if isinstance(n_basis, bool) or not isinstance(n_basis, int) or n_basis < 1:
             raise ValueError(f"n_basis must be an integer >= 1, got {n_basis!r}")
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
@@ -384,12 +383,6 @@ class NMF(SourceModel):
         self.n_basis = n_basis
         self.eps = float(eps)
         self.seed = seed
-
-    def __getstate__(self) -> dict:
-        """Pickle / deepcopy without the compiled update (recompiled on first use)."""
-        state = dict(self.__dict__)
-        state["_compiled"] = None
-        return state
 
     def init_state(
         self,
@@ -452,9 +445,7 @@ class NMF(SourceModel):
             state = nmf_update(P, state, frame_mask, self.eps)
             return 1.0 / state.variance().clamp_min(self.eps), state
         if self.compile:
-            if self._compiled is None:
-                self._compiled = torch.compile(_fused_weights, fullgraph=True)
-            weights, basis, act = self._compiled(
+            weights, basis, act = self.kernel(_fused_weights)(
                 P, state.basis, state.activations, frame_mask, self.eps
             )
             return weights, NMFState(basis=basis, activations=act)

@@ -18,6 +18,7 @@ import torch
 from einops import einsum
 from torch import nn
 
+from torchbss._compile import CompiledKernels
 from torchbss._validation import check_bool, check_positive_int, check_range
 from torchbss.separators.base import SeparationResult
 from torchbss.separators.online.base import OnlineSeparator, State, inverse_softplus
@@ -41,7 +42,7 @@ def demix_frame(W: torch.Tensor, x: torch.Tensor, n_src: int) -> torch.Tensor:
     return (W[..., :n_src, :, :] * x.unsqueeze(-3)).sum(-2)
 
 
-class OnlineSpatialSeparator(OnlineSeparator):
+class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
     """Base of online AuxIVA and ILRMA: state, recursion, IP1 sweep, output scale.
 
     Args:
@@ -76,7 +77,6 @@ class OnlineSpatialSeparator(OnlineSeparator):
             forget, eps, trainable, forget_per_freq, n_freq, tbptt, checkpoint, checkpoint_block
         )
         self.compile = check_bool(compile, "compile")
-        self._kernels: dict[str, object] = {}
         if n_src is not None:
             check_positive_int(n_src, "n_src")
         self.n_src = n_src
@@ -197,25 +197,6 @@ class OnlineSpatialSeparator(OnlineSeparator):
             Wp = background_update(from_freq_last(W), C, n_src, load=load)
             W, A = to_freq_last(Wp), to_freq_last(torch.linalg.inv(Wp))
         return W, A
-
-    def kernel(self, fn):
-        """``fn`` itself, or with ``compile=True`` its ``torch.compile`` (cached per separator).
-
-        ``fn`` must be a pure function of real tensors (TorchInductor does not compile complex
-        ones)."""
-        if not self.compile:
-            return fn
-        if fn.__name__ not in self._kernels:
-            # dynamic=None: a second stream shape recompiles with symbolic sizes, so a process
-            # that serves several shapes stays within dynamo's recompile limit
-            self._kernels[fn.__name__] = torch.compile(fn, fullgraph=True)
-        return self._kernels[fn.__name__]
-
-    def __getstate__(self) -> dict:
-        """Pickle / deepcopy without the compiled kernels (recompiled on first use)."""
-        state = dict(self.__dict__)
-        state["_kernels"] = {}
-        return state
 
     def _fused_step(self, W, A, Vd, Vo, load):
         """:meth:`spatial_step` through the compiled real-arithmetic kernel."""
