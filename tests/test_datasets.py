@@ -15,6 +15,7 @@ from torchbss.data.datasets import EpochSampler, example_generator, read_audio
 from torchbss.data.dynamic_mixing import (
     DynamicMixingDataset,
     GeometryConfig,
+    change_speed,
     sample_geometry,
     speaker_split,
 )
@@ -251,6 +252,61 @@ def test_concatenation_fills_the_segment(speech_dir):
         for dry in ex["dry"]:
             active = int((dry != 0).nonzero().max()) + 1
             assert active <= int(0.6 * FS) and bool((dry[active:] == 0).all())
+
+
+@pytest.mark.parametrize("factor", [0.85, 1.0, 1.15])
+def test_change_speed_moves_a_tone_and_keeps_its_level(factor):
+    n = FS  # 1 s of a 500 Hz tone (and a 7.9 kHz one that a speed-up must remove, not alias)
+    t = torch.arange(n, dtype=torch.float64) / FS
+    tone = torch.sin(2 * math.pi * 500 * t)
+    out = change_speed(tone + 0.5 * torch.sin(2 * math.pi * 7900 * t), factor)
+    assert out.dtype == torch.float64 and out.shape == (round(n / factor),)
+    spectrum = torch.fft.rfft(out).abs()
+    hz = torch.fft.rfftfreq(out.numel(), 1 / FS)
+    peak = float(hz[spectrum.argmax()])
+    assert abs(peak - 500 * factor) <= 1.0  # the tone moved by the factor (1 Hz resolution)
+    high = float(hz[spectrum[hz > 1000].argmax() + int((hz <= 1000).sum())])
+    if factor > 1:  # 7.9 kHz * 1.15 is above Nyquist: removed, not folded back
+        assert float(spectrum[hz > 1000].max()) < 1e-6 * float(spectrum.max())
+    else:
+        assert abs(high - 7900 * factor) <= 1.0
+    # the sinusoid keeps its amplitude (away from the circular edges)
+    mid = out[n // 4 : n // 2]
+    ref = change_speed(tone, factor)[n // 4 : n // 2]
+    assert abs(float(ref.abs().max()) - 1.0) < 1e-3
+    fixed = change_speed(tone, factor, length=n)
+    assert fixed.shape == (n,) and (factor >= 1 or bool((fixed[: mid.numel()] != 0).any()))
+    if factor < 1:
+        torch.testing.assert_close(fixed, change_speed(tone, factor)[:n])
+    elif factor > 1:
+        assert bool((fixed[round(n / factor) :] == 0).all())
+    else:
+        torch.testing.assert_close(fixed, tone, rtol=0, atol=0)
+
+
+def test_speed_perturbation_draws_a_factor_per_source(speech_dir):
+    plain = _small(speech_dir, segment_s=1.0, gap_s=0.1, return_dry=True)
+    fast = _small(speech_dir, segment_s=1.0, gap_s=0.1, return_dry=True, speed_perturb=1.25)
+    slow = _small(speech_dir, segment_s=1.0, gap_s=0.1, return_dry=True, speed_perturb=0.8)
+    mixed = _small(speech_dir, segment_s=1.0, speed_perturb=(0.9, 1.1), return_dry=True)
+    hz = torch.fft.rfftfreq(FS, 1 / FS)
+    for i in range(3):
+        # the square waves (period 16 samples: 1 kHz fundamental) move to 1.25 / 0.8 kHz
+        for ds, f0 in ((plain, 1000.0), (fast, 1250.0), (slow, 800.0)):
+            ex = ds[i]
+            assert ex["dry"].shape == (2, FS) and torch.isfinite(ex["mixture"]).all()
+            for dry in ex["dry"]:
+                spectrum = torch.fft.rfft(dry.double()).abs()
+                assert abs(float(hz[spectrum.argmax()]) - f0) <= 2.0
+        assert torch.isfinite(mixed[i]["mixture"]).all()
+    # the same example index gives the same perturbed example (a pure function of the seed)
+    torch.testing.assert_close(mixed[2]["mixture"], mixed[2]["mixture"], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="speed_perturb must be <= 2.0"):
+        _small(speech_dir, speed_perturb=(0.9, 3.0))
+    with pytest.raises(ValueError, match="speed_perturb must be >= 0.5"):
+        _small(speech_dir, speed_perturb=0.1)
+    with pytest.raises(ValueError, match="factor must be a finite number > 0"):
+        change_speed(torch.zeros(8), 0.0)
 
 
 def test_split_by_speaker_from_manifest():

@@ -286,6 +286,43 @@ def reverberant_mixture(
 # --------------------------------------------------------------------------------------------
 
 
+def change_speed(signal: torch.Tensor, factor: float, length: int | None = None) -> torch.Tensor:
+    """Play ``signal`` ``factor`` times faster (pitch and tempo together, like a tape).
+
+    Band-limited resampling in the frequency domain: the spectrum of the whole signal is cut
+    (``factor > 1``: what would alias above the new Nyquist frequency is removed) or
+    zero-padded (``factor < 1``) to ``round(samples / factor)`` samples and transformed back,
+    so a sinusoid of ``f`` Hz becomes one of ``factor * f`` Hz at the same sample rate. The
+    transform is circular: the first and last few milliseconds see each other (negligible
+    for speech segments that start and end near silence). Used as the speed perturbation of
+    :class:`DynamicMixingDataset` (new "voices" from few speakers).
+
+    Args:
+        signal: ``(..., samples)`` real tensor.
+        factor: speed factor > 0 (``1``: unchanged, ``1.1``: 10 % faster and higher).
+        length: samples of the output (default ``round(samples / factor)``); the resampled
+            signal is cut or zero-padded to it.
+
+    Returns:
+        ``(..., length)`` tensor of the input dtype.
+    """
+    if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor > 0):
+        raise ValueError(f"factor must be a finite number > 0, got {factor!r}")
+    n = signal.shape[-1]
+    n_out = max(1, int(round(n / factor)))
+    if n_out != n and n > 0:
+        spectrum = torch.fft.rfft(signal.to(torch.float64), dim=-1)
+        keep = min(spectrum.shape[-1], n_out // 2 + 1)
+        out = torch.fft.irfft(spectrum[..., :keep], n=n_out, dim=-1) * (n_out / n)
+        signal = out.to(signal.dtype)
+    if length is not None:
+        if signal.shape[-1] >= length:
+            signal = signal[..., :length]
+        else:
+            signal = torch.nn.functional.pad(signal, (0, length - signal.shape[-1]))
+    return signal
+
+
 def speaker_split(
     speakers: Sequence[str],
     fractions: Sequence[float] = (0.8, 0.1, 0.1),
@@ -419,6 +456,10 @@ class DynamicMixingDataset(Dataset):
             (utterances of any speaker of the split not used by another source of the mixture)
             or ``"none"`` (zero padding).
         gap_s: silence between concatenated utterances (s), number or ``(low, high)``.
+        speed_perturb: ``None`` (default) or a speed factor range ``(low, high)`` (or a
+            number): each source's segment is played that many times faster
+            (:func:`change_speed`: pitch, formants and tempo move together), drawn per
+            source and example; ``(0.85, 1.15)`` turns a few speakers into many voices.
         split_fractions: ``(train, val, test)`` shares of the speakers.
         split_seed: seed of the speaker assignment (keep it fixed across experiments).
         speakers: use exactly these speakers (overrides ``split_fractions``).
@@ -474,6 +515,7 @@ class DynamicMixingDataset(Dataset):
         wall_margin: float = 0.5,
         concatenate: str = "speaker",
         gap_s: float | Sequence[float] = (0.1, 0.5),
+        speed_perturb: float | Sequence[float] | None = None,
         split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
         split_seed: int = 0,
         speakers: Sequence[str] | None = None,
@@ -518,6 +560,11 @@ class DynamicMixingDataset(Dataset):
         self.snr_db = None if snr_db is None else as_range(snr_db, "snr_db")
         self.source_gain_db = as_range(source_gain_db, "source_gain_db")
         self.gap_s = as_range(gap_s, "gap_s", minimum=0.0)
+        self.speed_perturb = (
+            None
+            if speed_perturb is None
+            else as_range(speed_perturb, "speed_perturb", minimum=0.5, maximum=2.0)
+        )
         if len(room_size) != 3:
             raise ValueError(f"room_size must be 3 ranges (x, y, z) in metres, got {room_size!r}")
         self.geometry = GeometryConfig(
@@ -603,7 +650,8 @@ class DynamicMixingDataset(Dataset):
         def pick(items: Sequence) -> object:
             return items[int(torch.randint(len(items), (1,), generator=g))]
 
-        n = self.segment
+        factor = None if self.speed_perturb is None else uniform(g, *self.speed_perturb)
+        n = self.segment if factor is None else int(math.ceil(self.segment * factor))
         utt = pick(self.utterances[speaker])
         start = int(torch.randint(max(0, utt.frames - n) + 1, (1,), generator=g))
         pieces = [self._read(utt, start, min(utt.frames - start, n))]
@@ -624,6 +672,8 @@ class DynamicMixingDataset(Dataset):
         out = torch.zeros(n)
         signal = torch.cat(pieces)[:n]
         out[: signal.numel()] = signal
+        if factor is not None:
+            out = change_speed(out, factor, length=self.segment)
         return out
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
