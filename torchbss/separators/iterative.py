@@ -253,9 +253,11 @@ class IterativeSeparator(Separator):
         exact = Xr.dtype == torch.complex64 and Xr.device.type != "mps"  # (no float64 there)
         if route == "frame_power" and mixture_domain and exact:
             # exact (float64) products for the frame powers (see packed_output_power); the
-            # covariances use the same numbers rounded to float32
+            # covariances are read from the same buffer (GEMM in float64, rounded to float32):
+            # one copy of the products, so that an iteration's working set (the products, read
+            # twice) stays in cache twice as long as with an extra float32 copy
             exact = packed_outer_products(Xr, frame_mask, dtype=torch.float64)
-            cache = self.update.prepare(Xr, n_src, frame_mask, outer=exact.to(torch.float32))
+            cache = self.update.prepare(Xr, n_src, frame_mask, outer=exact)
             cache = dataclasses.replace(cache, outer_power=exact)
         else:
             cache = self.update.prepare(Xr, n_src, frame_mask)

@@ -235,7 +235,8 @@ def packed_weighted_covariance(
 
     Returns:
         ``(d, o)``: ``d`` ``(..., K, M, F)`` real diagonals and ``o`` ``(..., K, M (M-1)/2, F)``
-        complex strict upper triangles.
+        complex strict upper triangles, in the precision of ``weights`` (float64 outer products
+        with float32 weights: the products are summed in float64 and the result rounded).
     """
     C, F, T = XX.shape[-3:]
     M = round(C**0.5)
@@ -247,7 +248,7 @@ def packed_weighted_covariance(
         V = einsum(w, XX, "... k f t, ... c f t -> ... k c f")
     if isinstance(n_valid, torch.Tensor):
         n_valid = n_valid[..., None, None, None]
-    V = V / n_valid
+    V = (V / n_valid).to(weights.dtype)
     P = (C - M) // 2
     d = V[..., :M, :]
     o = torch.complex(V[..., M : M + P, :], V[..., M + P :, :])
