@@ -129,6 +129,34 @@ def test_each_item_alone_equals_inside_a_batch(sep):
     torch.testing.assert_close(Y2[0], Y, rtol=1e-9, atol=1e-11)
 
 
+@pytest.mark.parametrize("chunk", [1, 2])
+def test_cpu_chunks_equal_the_whole_batch(monkeypatch, chunk):
+    """A CPU batch run in chunks of ``chunk`` mixtures (as large inputs are, see
+    ``cpu_chunk_bytes``) gives the whole batch's result: sources, state, demixing, cost."""
+    X = make_mixture(batch=(2, 3), n_src=2, seed=4)
+    mask = torch.ones(2, 3, X.shape[-1], dtype=torch.bool)
+    mask[1, 2, 50:] = False
+    for sep in (AuxIVA(n_iter=4, update="ip1", source_model="laplace"), ILRMA(n_iter=4)):
+        whole = sep(X, frame_mask=mask)
+        per_mixture = 8 * 2 * 2 * X.shape[-2] * X.shape[-1]
+        monkeypatch.setattr(type(sep), "cpu_chunk_bytes", chunk * per_mixture)
+        assert sep._cpu_chunk(X, None, mask, None) == chunk
+        parts = sep(X, frame_mask=mask)
+        monkeypatch.undo()
+        for a, b in (
+            (parts.sources, whole.sources),
+            (parts.demixing, whole.demixing),
+            (parts.state.demixing, whole.state.demixing),
+            (parts.cost, whole.cost),
+        ):
+            assert a.shape == b.shape
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+        if whole.state.source is not None:
+            torch.testing.assert_close(
+                parts.state.source.activations, whole.state.source.activations, rtol=1e-9, atol=0
+            )
+
+
 def test_ilrma_start_independent_of_dtype():
     """The NMF start is drawn in float64 and cast: complex64 and complex128 agree closely."""
     X = make_mixture(batch=(), n_src=2, seed=5)

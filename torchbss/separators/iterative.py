@@ -39,7 +39,8 @@ frequency-last layout ``(..., M, M, freq)`` across iterations and never forms th
   :func:`~torchbss.updates.covariance.packed_output_power`), NMF the powers ``|y|^2``
   (:func:`~torchbss.updates.base.demix_power`), with reused buffers;
 * on CPU a batch is run in chunks of mixtures whose outer products stay in cache
-  (:attr:`IterativeSeparator.cpu_chunk_bytes`): a batch is then never slower than a loop.
+  (:attr:`IterativeSeparator.cpu_chunk_bytes`), one mixture at a time when a single
+  mixture fills the cache: a batch is then as fast as a loop, not slower.
 
 Other updates and source models take the generic loop (``source_model(Y)`` ->
 ``update(W, Y, weights, cache)``).
@@ -565,11 +566,13 @@ class IterativeSeparator(Separator):
 
     # ------------------------------------------------------------------ batches on CPU
     #: on CPU a batch is separated in chunks of mixtures whose working set (about
-    #: ``16 mics^2 freq frames`` bytes each, the outer products read every iteration) stays
-    #: below this many bytes: beyond it the reads come from memory instead of cache and a
-    #: batch runs slower than a loop over its mixtures (measured on a 2-core Xeon VM: the
-    #: covariance GEMM streams at ~24 GB/s up to ~16 MB, ~10 GB/s beyond 32 MB)
-    cpu_chunk_bytes: int = 32 * 2**20
+    #: ``8 mics^2 freq frames`` bytes each: the float64 outer products, read twice every
+    #: iteration) stays below this many bytes: beyond it the reads come from memory instead of
+    #: cache and a batch runs slower than a loop over its mixtures. Measured on the 2-core AMD
+    #: EPYC VM of BENCHMARKS.md (32 MB of L3 shared with other tenants): the covariance GEMM
+    #: streams at ~14 GB/s up to 8 MB and at ~3.5 GB/s from 12 MB on; on a 2-core Xeon VM the
+    #: cliff was at ~32 MB. Raise it on a machine with a larger cache of its own.
+    cpu_chunk_bytes: int = 8 * 2**20
 
     def _cpu_chunk(
         self,
@@ -587,7 +590,7 @@ class IterativeSeparator(Separator):
             return 0
         n_batch = X.shape[:-3].numel()
         M, F, T = X.shape[-3:]
-        per_mixture = 16 * M * M * F * T
+        per_mixture = 8 * M * M * F * T
         chunk = max(1, self.cpu_chunk_bytes // max(per_mixture, 1))
         return chunk if chunk < n_batch else 0
 
@@ -601,12 +604,13 @@ class IterativeSeparator(Separator):
         mask = None if frame_mask is None else frame_mask.reshape(-1, frame_mask.shape[-1])
         results = []
         for start in range(0, flat.shape[0], chunk):
-            part = slice(start, start + chunk)
+            # chunks of one run without a batch dim (plain GEMMs rather than batched ones)
+            part = slice(start, start + chunk) if chunk > 1 else start
             part_mask = None if mask is None else mask[part]
             results.append(self._run(flat[part], None, part_mask, None, n_iter))
 
         def cat(tensors: list[torch.Tensor]) -> torch.Tensor:
-            out = torch.cat(tensors, 0)
+            out = torch.cat(tensors, 0) if chunk > 1 else torch.stack(tensors, 0)
             return out.reshape(batch + out.shape[1:])
 
         sources = [r.state.source for r in results]
