@@ -4,6 +4,7 @@ from .datasets import EpochSampler
 from .dynamic_mixing import (
     DynamicMixingDataset,
     GeometryConfig,
+    change_speed,
     reverberant_mixture,
     sample_geometry,
     speaker_split,
@@ -29,6 +30,7 @@ __all__ = [
     "reverberant_mixture",
     "sample_geometry",
     "speaker_split",
+    "change_speed",
     "RoomMixture",
     "bundled_speech",
     "bundled_speech_files",

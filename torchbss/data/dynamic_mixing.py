@@ -36,6 +36,7 @@ __all__ = [
     "RoomGeometry",
     "reverberant_mixture",
     "speaker_split",
+    "change_speed",
     "DynamicMixingDataset",
 ]
 
