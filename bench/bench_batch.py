@@ -379,16 +379,17 @@ def flop_floor(n_mics: int, n_freq: int, n_frames: int, n_iter: int) -> dict:
     So ``4 K M^2 F T`` FLOP per iteration, plus ``6 M^2 F T`` once for the outer products.
     (The issue's own estimate, ~1.2 GFLOP for 2x2 8 s 50 iterations, counts complex
     covariances and ``Y = W X``; it is reported next to this count.) The memory floor: the
-    packed outer products must be read by both products every iteration, ``C F T`` float32 for
-    the covariances and float64 for the powers (:func:`torchbss.updates.covariance
-    .packed_output_power`), i.e. ``12 C F T`` bytes per iteration.
+    packed outer products must be read by both products every iteration, in float64 (exact
+    for the powers, :func:`torchbss.updates.covariance.packed_output_power`; the covariances
+    read the same copy), i.e. ``16 C F T`` bytes per iteration; at the rate of main memory
+    (``memory_floor``) or, as they fit there, of the cache (``cache_floor``).
     """
     K, C = n_mics, n_mics * n_mics
     flop = n_iter * 4 * K * C * n_freq * n_frames + 6 * C * n_freq * n_frames
     return {
         "flop": flop,
-        "bytes_per_iteration": 12 * C * n_freq * n_frames,
-        "bytes": n_iter * 12 * C * n_freq * n_frames,
+        "bytes_per_iteration": 16 * C * n_freq * n_frames,
+        "bytes": n_iter * 16 * C * n_freq * n_frames,
         "issue_flop_estimate": 1.2e9,
     }
 
@@ -408,7 +409,14 @@ def _rates() -> dict:
     for _ in range(3):
         w @ big.mT
     stream = 3 * big.numel() * 4 / (time.perf_counter() - start) / 1e9
-    return {"sgemm_gflops": gflops, "stream_gb_per_s": stream}
+    small = torch.randn(4100, 251, dtype=torch.float64)  # 8 MB: the products of 2x2 8 s
+    coef = torch.rand(2, 4100, dtype=torch.float64)
+    coef @ small
+    start = time.perf_counter()
+    for _ in range(20):
+        coef @ small
+    cache = 20 * small.numel() * 8 / (time.perf_counter() - start) / 1e9
+    return {"sgemm_gflops": gflops, "stream_gb_per_s": stream, "cache_gb_per_s": cache}
 
 
 def floor_rows(speed: list[dict]) -> list[dict]:
@@ -431,6 +439,7 @@ def floor_rows(speed: list[dict]) -> list[dict]:
     flop_s = floor["flop"] / (rates["sgemm_gflops"] * 1e9)
     issue_s = floor["issue_flop_estimate"] / (rates["sgemm_gflops"] * 1e9)
     mem_s = floor["bytes"] / (rates["stream_gb_per_s"] * 1e9)
+    cache_s = floor["bytes"] / (rates["cache_gb_per_s"] * 1e9)
     return [
         {
             "case": "AuxIVA-IP1 2x2_00 8 s 50 it",
@@ -445,6 +454,9 @@ def floor_rows(speed: list[dict]) -> list[dict]:
             "stream_gb_per_s": rates["stream_gb_per_s"],
             "memory_floor_s": mem_s,
             "x_memory_floor": measured / mem_s,
+            "cache_gb_per_s": rates["cache_gb_per_s"],
+            "cache_floor_s": cache_s,
+            "x_cache_floor": measured / cache_s,
         }
     ]
 
