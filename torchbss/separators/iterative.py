@@ -253,12 +253,15 @@ class IterativeSeparator(Separator):
         mixture_domain = getattr(self.update, "domain", "mixture") == "mixture"
         exact = Xr.dtype == torch.complex64 and Xr.device.type != "mps"  # (no float64 there)
         if route == "frame_power" and mixture_domain and exact:
-            # exact (float64) products for the frame powers (see packed_output_power); the
-            # covariances are read from the same buffer (GEMM in float64, rounded to float32):
-            # one copy of the products, so that an iteration's working set (the products, read
-            # twice) stays in cache twice as long as with an extra float32 copy
+            # exact (float64) products for the frame powers (see packed_output_power). The
+            # covariances read the same numbers: on CPU, when the float64 products fit in the
+            # cache budget (cpu_chunk_bytes), from that one copy (GEMM in float64, rounded to
+            # float32), so that the iteration's working set stays in cache; otherwise (larger
+            # inputs, which stream from memory anyway; GPUs) from a float32 copy, fewer bytes
             exact = packed_outer_products(Xr, frame_mask, dtype=torch.float64)
-            cache = self.update.prepare(Xr, n_src, frame_mask, outer=exact)
+            one_copy = Xr.device.type == "cpu" and 8 * exact.numel() <= self.cpu_chunk_bytes
+            outer = exact if one_copy else exact.to(torch.float32)
+            cache = self.update.prepare(Xr, n_src, frame_mask, outer=outer)
             cache = dataclasses.replace(cache, outer_power=exact)
         else:
             cache = self.update.prepare(Xr, n_src, frame_mask)
