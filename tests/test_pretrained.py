@@ -43,15 +43,18 @@ def test_every_shipped_separator_loads_as_an_export():
 
 
 def test_neural_auxiva_beats_laplace_auxiva_at_the_same_iterations_on_held_out_speech():
-    """2x2_00 (real speech, never seen in training): measured 8.6 dB against 4.5 dB."""
+    """2x2_00 (real speech, never seen in training): measured 5.7 dB against 4.5 dB (the model
+    shipped before, trained without speed perturbation: 8.6 dB here, but 0.4 dB lower on the
+    120 val/test rooms of the held-out protocol and 0.5 dB lower on 60 rooms of a second
+    simulator: BENCHMARKS.md, bench/second_simulator.py)."""
     neural = si_sdri("2x2_00", pretrained("neural-auxiva"))
     laplace = si_sdri("2x2_00", AuxIVA(n_iter=20, update="ip2", source_model="laplace"))
-    assert neural >= 7.0 and neural >= laplace + 2.0, (neural, laplace)
+    assert neural >= 5.0 and neural >= laplace + 1.0, (neural, laplace)
 
 
 @pytest.mark.slow
 def test_neural_auxiva_gain_on_every_shared_2x2_mixture_set():
-    """Mean over the four 2x2 mixtures: measured 8.2 dB against 5.1 dB for Laplace (20 it)."""
+    """Mean over the four 2x2 mixtures: measured 7.5 dB against 5.1 dB for Laplace (20 it)."""
     names = [f"2x2_0{i}" for i in range(4)]
     neural = np.mean([si_sdri(n, pretrained("neural-auxiva")) for n in names])
     laplace = np.mean(
@@ -61,7 +64,7 @@ def test_neural_auxiva_gain_on_every_shared_2x2_mixture_set():
 
 
 def test_neural_auxiva_separates_more_mics_than_sources_on_request():
-    """n_src=2 on the 4-mic mixture (PCA route): measured 5.8 dB."""
+    """n_src=2 on the 4-mic mixture (PCA route): measured 6.5 dB."""
     assert si_sdri("2s4m_00", pretrained("neural-auxiva", n_src=2)) > 5.0
 
 
