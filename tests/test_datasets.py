@@ -265,17 +265,16 @@ def test_change_speed_moves_a_tone_and_keeps_its_level(factor):
     hz = torch.fft.rfftfreq(out.numel(), 1 / FS)
     peak = float(hz[spectrum.argmax()])
     assert abs(peak - 500 * factor) <= 1.0  # the tone moved by the factor (1 Hz resolution)
-    high = float(hz[spectrum[hz > 1000].argmax() + int((hz <= 1000).sum())])
     if factor > 1:  # 7.9 kHz * 1.15 is above Nyquist: removed, not folded back
         assert float(spectrum[hz > 1000].max()) < 1e-6 * float(spectrum.max())
     else:
+        high = float(hz[spectrum[hz > 1000].argmax() + int((hz <= 1000).sum())])
         assert abs(high - 7900 * factor) <= 1.0
     # the sinusoid keeps its amplitude (away from the circular edges)
-    mid = out[n // 4 : n // 2]
     ref = change_speed(tone, factor)[n // 4 : n // 2]
     assert abs(float(ref.abs().max()) - 1.0) < 1e-3
     fixed = change_speed(tone, factor, length=n)
-    assert fixed.shape == (n,) and (factor >= 1 or bool((fixed[: mid.numel()] != 0).any()))
+    assert fixed.shape == (n,) and (factor >= 1 or bool((fixed[: n // 4] != 0).any()))
     if factor < 1:
         torch.testing.assert_close(fixed, change_speed(tone, factor)[:n])
     elif factor > 1:

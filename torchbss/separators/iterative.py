@@ -259,7 +259,7 @@ class IterativeSeparator(Separator):
             # float32), so that the iteration's working set stays in cache; otherwise (larger
             # inputs, which stream from memory anyway; GPUs) from a float32 copy, fewer bytes
             exact = packed_outer_products(Xr, frame_mask, dtype=torch.float64)
-            one_copy = Xr.device.type == "cpu" and 8 * exact.numel() <= self.cpu_chunk_bytes
+            one_copy = Xr.device.type == "cpu" and exact.nbytes <= self.cpu_chunk_bytes
             outer = exact if one_copy else exact.to(torch.float32)
             cache = self.update.prepare(Xr, n_src, frame_mask, outer=outer)
             cache = dataclasses.replace(cache, outer_power=exact)
