@@ -658,3 +658,74 @@ def direct_image_source_rir(
     )
     rir.view(-1).index_add_(0, flat.reshape(-1), values.reshape(-1))
     return rir
+
+
+# --------------------------------------------------------------------------------------------
+# train/make_tts_speech.py: the synthetic training voices of configs/data/heldout_2x2_tts.yaml
+# --------------------------------------------------------------------------------------------
+
+
+def _tts_module():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "train" / "make_tts_speech.py"
+    spec = importlib.util.spec_from_file_location("make_tts_speech", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tts_clean_trims_resamples_and_normalises():
+    import numpy as np
+
+    tts = _tts_module()
+    rate = 22050
+    t = np.arange(rate) / rate
+    tone = 0.3 * np.sin(2 * np.pi * 440.0 * t) + 0.05  # 1 s of 440 Hz with a DC offset
+    silence = np.zeros(rate // 2)
+    out = tts.clean(np.concatenate([silence, tone, silence]), rate)
+    # 1 s of tone + 50 ms margin on each side, at 16 kHz (frame-exact trimming: 10 ms frames)
+    assert abs(len(out) - 1.1 * 16000) <= 160
+    assert np.abs(out).max() == pytest.approx(10 ** (-3 / 20), rel=1e-9)
+    assert abs(out.mean()) < 1e-9
+    spectrum = np.abs(np.fft.rfft(out))
+    assert np.argmax(spectrum) * 16000 / len(out) == pytest.approx(440.0, abs=2.0)
+
+
+def test_tts_speakers_are_distinct_and_reproducible():
+    import random
+
+    tts = _tts_module()
+    a, b = tts.speakers(44, random.Random(0)), tts.speakers(44, random.Random(0))
+    assert a == b
+    names = [s["speaker"] for s in a]
+    assert len(set(names)) == len(names) == 44 + len(tts.FLITE_VOICES)
+    assert [s["voice"] for s in a[44:]] == tts.FLITE_VOICES
+    assert all(25 <= s["pitch"] <= 80 for s in a[:44])
+
+
+@pytest.mark.skipif(
+    not all(__import__("shutil").which(p) for p in ("espeak-ng", "flite")),
+    reason="needs the espeak-ng and flite programs",
+)
+def test_tts_folder_is_a_training_split_of_the_dynamic_mixing_dataset(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    tts = _tts_module()
+    out = tmp_path / "tts"
+    assert tts.main(["--out", str(out), "--espeak", "2", "--sentences", "2"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest["utterances"]) == (2 + len(tts.FLITE_VOICES)) * 2
+    for u in manifest["utterances"]:
+        audio, rate = sf.read(out / u["file"])
+        assert rate == 16000 and 0.5 < len(audio) / rate < 10
+        assert np.abs(audio).max() == pytest.approx(10 ** (-3 / 20), abs=1e-4)
+    ds = DynamicMixingDataset(
+        out, n_sources=2, n_mics=2, segment_s=2.0, split="train",
+        split_fractions=(1.0, 0.0, 0.0), length=2,
+    )  # fmt: skip
+    assert len(ds.speakers) == 2 + len(tts.FLITE_VOICES)
+    assert torch.isfinite(ds[0]["mixture"]).all()
+    with pytest.raises(SystemExit, match="not empty"):
+        tts.main(["--out", str(out), "--espeak", "1", "--sentences", "1"])
