@@ -35,9 +35,9 @@ BASELINE = "auxiva_ip2_laplace_it20"
 #: the untrained start of the online fine-tuning run (forget 0.98, load 1e-2) and the default
 ONLINE_COMPARED = ("online_ilrma_b2_f0.98_l0.01", "online_ilrma_b2_f0.96_l0.03")
 RESULTS = "validation_trained_test"
-#: the rows of the neural-auxiva shipped at stops 17-19 (trained without speed perturbation),
-#: kept in the results file under this name for comparison
-PREVIOUS_NEURAL = "neural_auxiva_v1"
+#: the rows of the neural-auxiva models shipped before, kept in the results file under these
+#: names for comparison: v2 (stop 20: speed-perturbed 8 espeak voices), v1 (stops 17-19)
+PREVIOUS_NEURAL = ("neural_auxiva_v2", "neural_auxiva_v1")
 
 
 def gains(rows: list, method: str, baseline: str) -> list[dict]:
@@ -93,10 +93,10 @@ def main(argv: list[str] | None = None) -> None:
         {"compared": f"neural_auxiva_shipped - {BASELINE}", **g}
         for g in gains(rows, "neural_auxiva_shipped", BASELINE)
     ]
-    if any(r[3] == PREVIOUS_NEURAL for r in rows):  # the model shipped before (kept rows)
+    for previous in PREVIOUS_NEURAL:  # the models shipped before (kept rows)
         gain += [
-            {"compared": f"neural_auxiva_shipped - {PREVIOUS_NEURAL}", **g}
-            for g in gains(rows, "neural_auxiva_shipped", PREVIOUS_NEURAL)
+            {"compared": f"neural_auxiva_shipped - {previous}", **g}
+            for g in gains(rows, "neural_auxiva_shipped", previous)
         ]
     if any(r[3] == "online_ilrma_finetuned" for r in rows):
         gain += [
