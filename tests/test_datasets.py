@@ -729,3 +729,19 @@ def test_tts_folder_is_a_training_split_of_the_dynamic_mixing_dataset(tmp_path):
     assert torch.isfinite(ds[0]["mixture"]).all()
     with pytest.raises(SystemExit, match="not empty"):
         tts.main(["--out", str(out), "--espeak", "1", "--sentences", "1"])
+
+
+def test_tts_refuses_bad_arguments_and_silent_audio(tmp_path):
+    import numpy as np
+
+    tts = _tts_module()
+    with pytest.raises(ValueError, match="silent or empty"):
+        tts.clean(np.zeros(22050), 22050)
+    with pytest.raises(SystemExit, match="--espeak must be in"):
+        tts.main(["--out", str(tmp_path / "a"), "--espeak", "-1"])
+    with pytest.raises(SystemExit, match="--sentences must be in"):
+        tts.main(["--out", str(tmp_path / "a"), "--sentences", "0"])
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SystemExit, match="is not a folder"):
+        tts.main(["--out", str(tmp_path / "file")])
+    assert not (tmp_path / "a").exists()

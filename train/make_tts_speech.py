@@ -91,7 +91,8 @@ SENTENCES = [
     "Let us meet at the corner cafe at half past ten and decide then.",
 ]
 
-# English accents first; other languages' voices read the English sentences with their accent
+# English accents (en-us and en-gb listed twice: drawn twice as often); other languages' voices
+# read the English sentences with their accent
 ESPEAK_LANGUAGES = [
     "en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbclan",
     "en-gb-x-gbcwmd", "en-us-nyc", "en-us", "en-gb", "de", "fr", "es", "it", "nl", "pt-br",
@@ -114,6 +115,9 @@ def _run(cmd: list[str]) -> bytes:
         raise SystemExit(
             f"{cmd[0]!r} not found: install it (Debian: apt-get install espeak-ng flite)"
         ) from err
+    except subprocess.CalledProcessError as err:
+        message = err.stderr.decode(errors="replace").strip()
+        raise SystemExit(f"{' '.join(cmd[:3])} failed (exit {err.returncode}): {message}") from err
 
 
 def synthesise(engine: str, voice: str, text: str, pitch: int, rate: int) -> tuple[np.ndarray, int]:
@@ -132,8 +136,14 @@ def synthesise(engine: str, voice: str, text: str, pitch: int, rate: int) -> tup
 
 
 def clean(samples: np.ndarray, rate_hz: int) -> np.ndarray:
-    """Trim to the active part, resample to 16 kHz, remove DC, peak -3 dBFS."""
+    """Trim to the active part, resample to 16 kHz, remove DC, peak -3 dBFS.
+
+    Raises:
+        ValueError: if the utterance is silent (all zeros) or shorter than 10 ms.
+    """
     frame = rate_hz // 100
+    if len(samples) < frame or not np.any(samples):
+        raise ValueError(f"the synthesised utterance is silent or empty ({len(samples)} samples)")
     n = len(samples) // frame
     energy = (samples[: n * frame].reshape(n, frame) ** 2).mean(axis=1) + 1e-20
     active = np.flatnonzero(10 * np.log10(energy / energy.max()) > -40.0)
@@ -175,10 +185,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
+    if args.out.exists() and not args.out.is_dir():
+        raise SystemExit(f"{str(args.out)!r} exists and is not a folder")
     if args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
         raise SystemExit(f"{str(args.out)!r} is not empty; pass --overwrite to replace it")
     if not 1 <= args.sentences <= len(SENTENCES):
         raise SystemExit(f"--sentences must be in [1, {len(SENTENCES)}], got {args.sentences}")
+    combos = len(set(ESPEAK_LANGUAGES)) * len(ESPEAK_VARIANTS)
+    if not 0 <= args.espeak <= combos:
+        raise SystemExit(f"--espeak must be in [0, {combos}] (distinct voices), got {args.espeak}")
     rng = random.Random(args.seed)
     tmp = args.out.with_name(args.out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
