@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+import random
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import DATA_DIR
@@ -665,9 +669,9 @@ def direct_image_source_rir(
 # --------------------------------------------------------------------------------------------
 
 
-def _tts_module():
-    import importlib.util
-
+@pytest.fixture(scope="module")
+def tts():
+    """The script as a module (train/ is not a package)."""
     path = Path(__file__).resolve().parents[1] / "train" / "make_tts_speech.py"
     spec = importlib.util.spec_from_file_location("make_tts_speech", path)
     module = importlib.util.module_from_spec(spec)
@@ -675,10 +679,7 @@ def _tts_module():
     return module
 
 
-def test_tts_clean_trims_resamples_and_normalises():
-    import numpy as np
-
-    tts = _tts_module()
+def test_tts_clean_trims_resamples_and_normalises(tts):
     rate = 22050
     t = np.arange(rate) / rate
     tone = 0.3 * np.sin(2 * np.pi * 440.0 * t) + 0.05  # 1 s of 440 Hz with a DC offset
@@ -692,10 +693,7 @@ def test_tts_clean_trims_resamples_and_normalises():
     assert np.argmax(spectrum) * 16000 / len(out) == pytest.approx(440.0, abs=2.0)
 
 
-def test_tts_speakers_are_distinct_and_reproducible():
-    import random
-
-    tts = _tts_module()
+def test_tts_speakers_are_distinct_and_reproducible(tts):
     a, b = tts.speakers(44, random.Random(0)), tts.speakers(44, random.Random(0))
     assert a == b
     names = [s["speaker"] for s in a]
@@ -705,14 +703,10 @@ def test_tts_speakers_are_distinct_and_reproducible():
 
 
 @pytest.mark.skipif(
-    not all(__import__("shutil").which(p) for p in ("espeak-ng", "flite")),
+    not all(shutil.which(p) for p in ("espeak-ng", "flite")),
     reason="needs the espeak-ng and flite programs",
 )
-def test_tts_folder_is_a_training_split_of_the_dynamic_mixing_dataset(tmp_path):
-    import numpy as np
-    import soundfile as sf
-
-    tts = _tts_module()
+def test_tts_folder_is_a_training_split_of_the_dynamic_mixing_dataset(tts, tmp_path):
     out = tmp_path / "tts"
     assert tts.main(["--out", str(out), "--espeak", "2", "--sentences", "2"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
@@ -731,10 +725,7 @@ def test_tts_folder_is_a_training_split_of_the_dynamic_mixing_dataset(tmp_path):
         tts.main(["--out", str(out), "--espeak", "1", "--sentences", "1"])
 
 
-def test_tts_refuses_bad_arguments_and_silent_audio(tmp_path):
-    import numpy as np
-
-    tts = _tts_module()
+def test_tts_refuses_bad_arguments_and_silent_audio(tts, tmp_path):
     with pytest.raises(ValueError, match="silent or empty"):
         tts.clean(np.zeros(22050), 22050)
     with pytest.raises(SystemExit, match="--espeak must be in"):

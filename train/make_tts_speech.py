@@ -38,6 +38,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from torchbss.data import change_speed
+
 SAMPLE_RATE = 16000
 
 SENTENCES = [
@@ -152,8 +154,6 @@ def clean(samples: np.ndarray, rate_hz: int) -> np.ndarray:
     stop = min(len(samples), (active[-1] + 1) * frame + margin)
     x = torch.from_numpy(samples[start:stop])
     if rate_hz != SAMPLE_RATE:
-        from torchbss.data import change_speed
-
         x = change_speed(x, rate_hz / SAMPLE_RATE)
     x = x - x.mean()
     return (x / x.abs().max() * 10 ** (-3 / 20)).numpy()
