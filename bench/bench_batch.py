@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import os
 import re
@@ -132,7 +133,8 @@ Impl = tuple[Callable[[torch.Tensor], object], Callable[[object], object]]
 #: algorithm -> (torchbss constructor name, keyword arguments, number of iterations key)
 #: the peers' work: the Laplace model (not the Gauss default) and no cost per iteration (the
 #: peers do not compute it unless asked; ssspy runs with ``record_loss=False``)
-SAME_WORK = {"track_cost": False}
+#: and no frequency-permutation alignment (the peers have none)
+SAME_WORK = {"track_cost": False, "align_permutations": False}
 ALGORITHMS = {
     "auxiva-ip1": ("AuxIVA", {"update": "ip1", "source_model": "laplace", **SAME_WORK}, "auxiva"),
     "auxiva-ip2": ("AuxIVA", {"update": "ip2", "source_model": "laplace", **SAME_WORK}, "auxiva"),
@@ -149,7 +151,10 @@ ALGORITHMS = {
 
 def _torchbss_run(package: types.ModuleType, algo: str, n_iter: int) -> Callable:
     name, kwargs, _ = ALGORITHMS[algo]
-    sep = getattr(package.separators, name)(n_iter=n_iter, **kwargs)
+    cls = getattr(package.separators, name)
+    if "align_permutations" not in inspect.signature(cls).parameters:  # before stop 22
+        kwargs = {k: v for k, v in kwargs.items() if k != "align_permutations"}
+    sep = cls(n_iter=n_iter, **kwargs)
 
     def run(X):
         with torch.inference_mode():

@@ -97,7 +97,8 @@ def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_auxiva_ip1_matches_pyroomacoustics(short_mixture, model):
     X = short_mixture
     ref = pra_bss.auxiva(_to_pra(X), n_iter=20, model=model, proj_back=True)
-    Y = AuxIVA(n_iter=20, update=IP1(load=0.0), source_model=model)(X).sources
+    sep = AuxIVA(n_iter=20, update=IP1(load=0.0), source_model=model, align_permutations=False)
+    Y = sep(X).sources
     assert _rel_err(Y, _from_pra(ref)) < 1e-8
 
 
@@ -105,7 +106,10 @@ def test_overiva_matches_pyroomacoustics():
     mix, _, _ = load_mixture("2s4m_00")
     X = stft(mix[:, 16000:48000], 512, 256)
     ref = pra_bss.auxiva(_to_pra(X), n_src=2, n_iter=10, proj_back=True)
-    Y = AuxIVA(n_iter=10, n_src=2, update=IP1(load=0.0), source_model="laplace")(X).sources
+    sep = AuxIVA(
+        n_iter=10, n_src=2, update=IP1(load=0.0), source_model="laplace", align_permutations=False
+    )
+    Y = sep(X).sources
     assert _rel_err(Y, _from_pra(ref)) < 1e-8
 
 
@@ -162,7 +166,7 @@ def test_reference_stft_reproduces_figure_with_pyroomacoustics_equivalent_config
     figure = next(e for e in reference_figures()["sets"]["mixtures"] if e["name"] == "2x2_00")
     ours = si_sdri(
         "2x2_00",
-        AuxIVA(n_iter=50, update=IP1(load=0.0), source_model="laplace"),
+        AuxIVA(n_iter=50, update=IP1(load=0.0), source_model="laplace", align_permutations=False),
         dtype=torch.complex128,
     )
     assert abs(ours - figure["auxiva_laplace"]["mean_si_sdri_db"]) < 0.01

@@ -109,6 +109,7 @@ def test_bad_arguments_are_refused_in_one_line(short_mixture, tmp_path, capsys):
     mix = str(d / "mix.wav")
     for args, message in [
         (["separate", mix, "--n-iter", "0", "--method", "online-auxiva"], "does not apply"),
+        (["separate", mix, "--no-align", "--method", "online-ilrma"], "apply to the batch methods"),
         (["separate", mix, "--n-src", "3"], "--n-src 3 sources need at least as many mics"),
         (["separate", mix, "--ref-mic", "2"], "--ref-mic 2 but"),
         (["separate", str(tmp_path / "nope.wav")], "audio file not found"),
@@ -257,3 +258,13 @@ def test_music_only_and_compile_flags_are_refused_where_they_do_not_apply(short_
     assert main([*base, "--precision", "bf16"]) == 2
     assert "--precision bf16 applies to music models" in _error(capsys)
     assert not (short_mixture / "o").exists()
+
+
+def test_align_flag_reaches_the_separator():
+    from torchbss.cli.main import build_separator
+
+    kw = {"n_src": None, "n_iter": None, "ref_mic": 0, "n_freq": 1025}
+    assert build_separator("auxiva", **kw).align_permutations is True  # the class default
+    assert build_separator("auxiva", align=False, **kw).align_permutations is False
+    assert build_separator("ilrma", align=True, **kw).align_permutations is True
+

@@ -77,12 +77,12 @@ def test_callback_sees_every_iteration():
 
 def test_initial_demixing_through_state():
     X = make_mixture(n_src=2, seed=7)
-    sep = AuxIVA(n_iter=0, scaling=None)
+    sep = AuxIVA(n_iter=0, scaling=None, align_permutations=False)
     W0 = torch.randn(17, 2, 2, dtype=X.dtype, generator=torch.Generator().manual_seed(1))
     Y = sep(X, sep.init_state(X, demixing=W0)).sources
     torch.testing.assert_close(Y, torch.einsum("fkm,...mft->...kft", W0, X))
     # identity is the default start
-    torch.testing.assert_close(AuxIVA(n_iter=0, scaling=None)(X).sources, X)
+    torch.testing.assert_close(sep(X).sources, X)
     # AuxIVA -> ILRMA warm start through the state
     W = AuxIVA(n_iter=4)(X).state.demixing
     ilrma = ILRMA(n_iter=3)

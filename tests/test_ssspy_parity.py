@@ -109,6 +109,7 @@ def _ours_auxiva(X, W0, source_model, scaling):
         source_model=source_model,
         scaling=scaling,
         track_cost=False,
+        align_permutations=False,  # ssspy has no permutation alignment
     )
     return sep(X, IterativeState(torch.from_numpy(W0)))
 

@@ -16,6 +16,8 @@ Grids (``val`` split, 50 rooms per case, seeds 0 1 2 where the method is seeded)
    (its seed only draws the initial bases); ``online_seeds`` adds seeds 1 and 2 for the
    shortlist :data:`ONLINE_SHORTLIST`.
 4. ``test``: the chosen configurations and the current defaults on the ``test`` rooms.
+5. ``alignment``: AuxIVA with and without the frequency-permutation alignment
+   (``align_permutations``): IP2 Laplace / Gauss at 20 and 100 iterations, IP1 and ISS at 20.
 
 Selection rule (:func:`rank`): pool the three cases (each case has the same number of runs);
 rank by the pooled mean of the run scores (mean SI-SDRi over sources), whole signal for batch
@@ -78,16 +80,24 @@ TEST_METHODS = (
     "online_ilrma_b2_f0.99_l0.03",  # online ILRMA: the previous default
     "online_ilrma_b2_f0.96_l0.03",  # the chosen one
     "online_auxiva_default",  # kept (forget 0.99, Laplace)
+    "auxiva_ip2_gauss_it100_aligned",  # the default since stop 22 (align_permutations=True)
 )
 
 STAGES: dict[str, Stage] = {
-    "ilrma": Stage(("ilrma_b*",)),
+    "ilrma": Stage(("ilrma_b*_init0", "ilrma_b*_init10")),
     "auxiva": Stage(tuple(f"auxiva_*_it{n}" for n in (20, 50, 100))),
     "online": Stage(("online_auxiva_*_f*", "online_ilrma_b*"), seeds=(0,), key="second_half"),
     "online_seeds": Stage(
         ONLINE_SHORTLIST, seeds=(1, 2), key="second_half", results="validation_online_val"
     ),
     "test": Stage(TEST_METHODS, split="test"),
+    "alignment": Stage(
+        tuple(
+            f"auxiva_{upd}_*_it{n}{suffix}"
+            for upd, n in (("ip2", 20), ("ip2", 100), ("ip1", 20), ("iss", 20))
+            for suffix in ("", "_aligned")
+        )
+    ),
 }
 
 

@@ -106,20 +106,29 @@ def _method_table() -> dict[str, Method]:
         Method("online_ilrma_default", "OnlineILRMA", seeded=True),
     ]
     # trained separators shipped with the package (issue 12), beside the classic ones with the
-    # same number of iterations
+    # same number of iterations: as shipped (its config: with the frequency-permutation
+    # alignment since stop 22), and without the alignment
     table.append(Method("neural_auxiva_shipped", "pretrained:neural-auxiva"))
-    # grid 1: ILRMA warm start x bases x update (100 iterations)
+    no_align = {"align_permutations": False}
+    table.append(Method("neural_auxiva_unaligned", "pretrained:neural-auxiva", no_align))
+    # grid 1: ILRMA warm start x bases x update (100 iterations); the grids pin
+    # align_permutations=False (how their rows were computed) and the *_aligned methods add it
     for nb in (2, 10):
         for upd in ("ip1", "ip2"):
             for init in (0, 10):
-                kw = {"n_iter": 100, "n_basis": nb, "update": upd, "init_iter": init}
+                kw = {"n_iter": 100, "n_basis": nb, "update": upd, "init_iter": init, **no_align}
                 table.append(Method(f"ilrma_b{nb}_{upd}_init{init}", "ILRMA", kw, seeded=True))
+                kw = {**kw, "align_permutations": True}
+                name = f"ilrma_b{nb}_{upd}_init{init}_aligned"
+                table.append(Method(name, "ILRMA", kw, seeded=True))
     # grid 2: AuxIVA update x source model x iterations
     for upd in ("ip1", "ip2", "iss"):
         for model in ("laplace", "gauss"):
             for n_iter in (20, 50, 100, 200):
-                kw = {"n_iter": n_iter, "update": upd, "source_model": model}
+                kw = {"n_iter": n_iter, "update": upd, "source_model": model, **no_align}
                 table.append(Method(f"auxiva_{upd}_{model}_it{n_iter}", "AuxIVA", kw))
+                kw = {**kw, "align_permutations": True}
+                table.append(Method(f"auxiva_{upd}_{model}_it{n_iter}_aligned", "AuxIVA", kw))
     # grid 3: online AuxIVA / online ILRMA
     for forget in (0.96, 0.98, 0.99, 0.995):
         for model in ("laplace", "gauss"):
@@ -174,6 +183,10 @@ def separate(method: Method, X: torch.Tensor, n_src: int, seed: int | None) -> t
         else:  # any export file
             sep = load_separator(name)[0].separator
             sep.n_src = n_src
+        for key, value in method.kwargs.items():  # e.g. align_permutations: an attribute
+            if not hasattr(sep, key):
+                raise ValueError(f"{method.name}: {type(sep).__name__} has no attribute {key!r}")
+            setattr(sep, key, value)
         with torch.no_grad():
             return sep(X).sources
     cls = getattr(torchbss, method.cls)

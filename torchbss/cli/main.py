@@ -84,7 +84,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_separator(method: str, *, n_src: int | None, n_iter: int | None, ref_mic: int,
-                    n_freq: int, compile: bool = False) -> torch.nn.Module:  # fmt: skip
+                    n_freq: int, compile: bool = False,
+                    align: bool | None = None) -> torch.nn.Module:  # fmt: skip
     """The separator for ``--method``: its class with only the options the user gave."""
     from torchbss.export import instantiate
 
@@ -99,6 +100,13 @@ def build_separator(method: str, *, n_src: int | None, n_iter: int | None, ref_m
         if method.startswith("online"):
             raise CLIError(f"--n-iter does not apply to {method} (it processes each frame once)")
         config["n_iter"] = n_iter
+    if align is not None:
+        if method.startswith("online"):
+            raise CLIError(
+                f"--align/--no-align apply to the batch methods, not to {method} (a causal "
+                "separator cannot look at the whole signal to align its bands)"
+            )
+        config["align_permutations"] = align
     if method == "online-ilrma":
         config["n_freq"] = n_freq
     if compile:
@@ -143,6 +151,13 @@ def _load_waveform_separator(args: argparse.Namespace, n_mics: int, device: torc
                 )
         if args.n_fft is not None or args.hop is not None:
             raise CLIError(f"--n-fft/--hop cannot change a trained checkpoint ({checkpoint})")
+        if args.align is not None:
+            if not hasattr(sep, "align_permutations"):
+                raise CLIError(
+                    f"--align/--no-align apply to batch AuxIVA / ILRMA separators; checkpoint "
+                    f"{checkpoint} holds a {type(sep).__name__}"
+                )
+            sep.align_permutations = args.align
         expected = getattr(sep, "n_src", None)
         if expected is not None and expected > n_mics:
             raise CLIError(
@@ -154,7 +169,7 @@ def _load_waveform_separator(args: argparse.Namespace, n_mics: int, device: torc
     hop = args.hop or 512
     sep = build_separator(
         args.method, n_src=args.n_src, n_iter=args.n_iter, ref_mic=args.ref_mic,
-        n_freq=n_fft // 2 + 1, compile=args.compile,
+        n_freq=n_fft // 2 + 1, compile=args.compile, align=args.align,
     )  # fmt: skip
     return WaveformSeparator(sep, n_fft=n_fft, hop_length=hop).to(device)
 
@@ -269,6 +284,12 @@ def cmd_separate_music(args: argparse.Namespace) -> int:
     from torchbss import io
     from torchbss.models import from_config, load_checkpoint, separate_song
 
+    for flag in ("n_iter", "align"):
+        if getattr(args, flag) is not None:
+            raise CLIError(
+                f"--{flag.replace('_', '-')} applies to the BSS methods (--method), not to music "
+                "models (--model)"
+            )
     spec = from_config(args.model)
     if args.checkpoint is None and os.environ.get("TORCHBSS_ALLOW_UNTRAINED") != "1":
         raise CLIError(
@@ -535,6 +556,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="number of sources (default: the separator's, i.e. mics)")  # fmt: skip
     p.add_argument("--n-iter", type=_nonnegative_int, default=None,
                    help="iterations of a batch method (default: the method's own)")  # fmt: skip
+    p.add_argument("--align", action=argparse.BooleanOptionalAction, default=None,
+                   help="batch methods: undo frequency-block permutations after the iterations "
+                   "(default: the method's own; on for auxiva and neural-auxiva)")  # fmt: skip
     p.add_argument("--n-fft", type=_positive_int, default=None, help="STFT size (default 2048)")
     p.add_argument("--hop", type=_positive_int, default=None, help="STFT hop (default 512)")
     p.add_argument("--ref-mic", type=_nonnegative_int, default=0)

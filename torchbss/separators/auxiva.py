@@ -44,6 +44,12 @@ class AuxIVA(IterativeSeparator):
         overdetermined: ``"auto"``, ``"background"`` or ``"pca"``.
         checkpoint: per-iteration gradient checkpointing (identical gradients, less memory).
         track_cost: record the cost per iteration in the result.
+        align_permutations: undo frequency-block permutations after the last iteration
+            (:func:`~torchbss.updates.alignment.frequency_permutation`; sources, demixing and
+            state permuted together). On by default since stop 22, chosen on the validation
+            rooms: +0.76 dB mean SI-SDRi for the default configuration (better in 106 of 149
+            rooms), +1.4 dB for IP2-Laplace at 20 iterations; ``False`` gives the plain
+            algorithm (the pyroomacoustics / ssspy parity).
 
     Example:
         >>> import torch
@@ -63,6 +69,7 @@ class AuxIVA(IterativeSeparator):
         overdetermined: str = "auto",
         checkpoint: bool = False,
         track_cost: bool = True,
+        align_permutations: bool = True,
     ) -> None:
         super().__init__(
             n_iter=n_iter,
@@ -75,4 +82,5 @@ class AuxIVA(IterativeSeparator):
             overdetermined=overdetermined,
             checkpoint=checkpoint,
             track_cost=track_cost,
+            align_permutations=align_permutations,
         )

@@ -54,6 +54,9 @@ class ILRMA(IterativeSeparator):
         overdetermined: ``"auto"`` (PCA), ``"pca"`` or ``"background"`` (IP1 only).
         checkpoint: per-iteration gradient checkpointing.
         track_cost: record the cost per iteration in the result.
+        align_permutations: undo frequency-block permutations after the last iteration
+            (:func:`~torchbss.updates.alignment.frequency_permutation`; sources, demixing and
+            state permuted together).
         compile: compile the default NMF model's updates (``NMF(compile=True)``: the products
             with the factors fused with the elementwise passes; same result to rounding, ~1.2x
             faster per ILRMA iteration on one CPU thread once compiled).
@@ -82,6 +85,7 @@ class ILRMA(IterativeSeparator):
         checkpoint: bool = False,
         track_cost: bool = True,
         compile: bool = False,
+        align_permutations: bool = False,
     ) -> None:
         check_bool(compile, "compile")
         nmf_args = {"n_basis": n_basis, "eps": eps, "seed": seed, "compile": compile or None}
@@ -105,4 +109,5 @@ class ILRMA(IterativeSeparator):
             overdetermined=overdetermined,
             checkpoint=checkpoint,
             track_cost=track_cost,
+            align_permutations=align_permutations,
         )

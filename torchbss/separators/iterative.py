@@ -45,6 +45,10 @@ frequency-last layout ``(..., M, M, freq)`` across iterations and never forms th
 Other updates and source models take the generic loop (``source_model(Y)`` ->
 ``update(W, Y, weights, cache)``).
 
+After the last iteration and the scaling, ``align_permutations=True`` (AuxIVA's default)
+undoes frequency-block permutations of the outputs (:mod:`torchbss.updates.alignment`) and
+permutes the demixing rows and the state to match.
+
 Degenerate input is documented rather than rejected: an all-zero mic channel or an all-zero
 mixture gives finite output (covariances are diagonally loaded, weights floored), and an
 all-zero mixture separates into all-zero sources.
@@ -84,6 +88,11 @@ from torchbss.updates import (
     mixture_covariance,
     principal_basis,
     projection_back,
+)
+from torchbss.updates.alignment import (
+    frequency_permutation,
+    permute_demixing,
+    permute_sources,
 )
 from torchbss.updates.base import (
     PackedUpdate,
@@ -157,6 +166,12 @@ class IterativeSeparator(Separator):
         checkpoint: recompute each iteration in the backward pass (``torch.utils.checkpoint``,
             non-reentrant) to save activation memory; gradients are identical.
         track_cost: record the cost before and after every iteration in the result.
+        align_permutations: after the last iteration (and the scaling), undo frequency-block
+            permutations by clustering the outputs' power-ratio envelopes
+            (:func:`~torchbss.updates.alignment.frequency_permutation`); the sources, the
+            demixing and the state (its demixing rows and an NMF model's bases) are permuted
+            per bin together, so a run continued from the state goes on from the aligned
+            solution. The recorded cost is that of the iterations (before the alignment).
     """
 
     def __init__(
@@ -171,6 +186,7 @@ class IterativeSeparator(Separator):
         overdetermined: str = "auto",
         checkpoint: bool = False,
         track_cost: bool = True,
+        align_permutations: bool = False,
     ) -> None:
         super().__init__()
         self.n_iter = check_positive_int(n_iter, "n_iter", minimum=0)
@@ -192,6 +208,7 @@ class IterativeSeparator(Separator):
         self.overdetermined = overdetermined
         self.checkpoint = check_bool(checkpoint, "checkpoint")
         self.track_cost = check_bool(track_cost, "track_cost")
+        self.align_permutations = check_bool(align_permutations, "align_permutations")
 
     # ------------------------------------------------------------------ input
     def _check_input(self, X: object, frame_mask: torch.Tensor | None) -> int:
@@ -695,6 +712,12 @@ class IterativeSeparator(Separator):
             Y = projection_back(Y, problem.X, self.ref_mic, problem.frame_mask)
         elif self.scaling == "minimum_distortion":
             Y = minimum_distortion(Y, W_full, self.ref_mic, load=1e-12)
+        if self.align_permutations:
+            perm = frequency_permutation(Y, problem.frame_mask)
+            Y = permute_sources(Y, perm)
+            W, W_full = permute_demixing(W, perm), permute_demixing(W_full, perm)
+            if isinstance(source, NMFState):  # bases (..., K, F, B) follow their bins
+                source = NMFState(permute_sources(source.basis, perm), source.activations)
         return SeparationResult(
             sources=Y,
             state=IterativeState(W, source),
@@ -728,7 +751,8 @@ class IterativeSeparator(Separator):
     def extra_repr(self) -> str:
         return (
             f"n_iter={self.n_iter}, update={self.update!r}, n_src={self.n_src}, "
-            f"ref_mic={self.ref_mic}, scaling={self.scaling!r}"
+            f"ref_mic={self.ref_mic}, scaling={self.scaling!r}, "
+            f"align_permutations={self.align_permutations}"
         )
 
 

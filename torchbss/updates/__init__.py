@@ -8,9 +8,11 @@ per frame). See :mod:`torchbss.updates.base` for the notation and the update con
 * :mod:`~torchbss.updates.iss`: iterative source steering;
 * :mod:`~torchbss.updates.overiva`: OverIVA background rows, PCA reduction;
 * :mod:`~torchbss.updates.scaling`: projection back, minimal distortion;
+* :mod:`~torchbss.updates.alignment`: frequency-permutation alignment of the outputs;
 * :mod:`~torchbss.updates.hermitian`: tiny Hermitian algebra in a frequency-last layout.
 """
 
+from torchbss.updates.alignment import frequency_permutation, permute_demixing, permute_sources
 from torchbss.updates.base import SpatialUpdate, UpdateCache, demix
 from torchbss.updates.covariance import (
     DEFAULT_LOAD,
@@ -49,6 +51,9 @@ __all__ = [
     "embed_reduced_demixing",
     "projection_back",
     "minimum_distortion",
+    "frequency_permutation",
+    "permute_sources",
+    "permute_demixing",
 ]
 
 
