@@ -159,3 +159,22 @@ def test_aligned_separator_passes_gradients():
     sep(X).sources.abs().sum().backward()
     assert X.grad is not None and bool(torch.isfinite(torch.view_as_real(X.grad)).all())
     assert float(X.grad.abs().sum()) > 0
+
+
+def test_alignment_lifts_auxiva_on_the_shared_mixtures():
+    """AuxIVA-IP2-Laplace (20 it) on the 9 shared mixtures (real speech; a report set, never
+    used to choose). Measured: mean 7.1 dB and every mixture above 4.3 dB with the alignment;
+    5.3 dB and 3.4 dB at worst without it."""
+    from test_pretrained import SHARED, si_sdri
+
+    scores = {}
+    for align in (True, False):
+        scores[align] = [
+            si_sdri(name, torchbss.AuxIVA(n_iter=20, update="ip2", source_model="laplace",
+                                          n_src=2 if name.startswith("2s4m") else None,
+                                          align_permutations=align))
+            for name in SHARED
+        ]  # fmt: skip
+    assert sum(scores[True]) / 9 >= 6.5 and min(scores[True]) >= 4.0, scores
+    assert sum(scores[True]) / 9 >= sum(scores[False]) / 9 + 1.0, scores
+

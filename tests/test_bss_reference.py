@@ -155,7 +155,7 @@ def test_ilrma_matches_pyroomacoustics(short_mixture, n_basis):
     state = NMFState(torch.from_numpy(basis), torch.from_numpy(act).transpose(-1, -2))
     assert _rel_err(pyroomacoustics_ilrma(X, state, 15), ref) < 1e-8
     # the library's cost-preserving row normalisation gives a close but not identical result
-    sep = ILRMA(n_iter=15, n_basis=n_basis, update=IP1(load=0.0))
+    sep = ILRMA(n_iter=15, n_basis=n_basis, update=IP1(load=0.0), align_permutations=False)
     eye = torch.eye(M, dtype=X.dtype).expand(F, M, M)
     Y_rows = sep(X, IterativeState(eye, state)).sources
     assert _rel_err(Y_rows, ref) < 0.5

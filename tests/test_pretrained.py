@@ -47,11 +47,11 @@ SHARED = [f"2x2_0{i}" for i in range(4)] + [f"3x3_0{i}" for i in range(3)] + ["2
 
 def test_neural_auxiva_beats_laplace_auxiva_at_the_same_iterations_on_held_out_speech():
     """All 9 shared mixtures (real speech, never seen in training; n_src=2 on the 4-mic ones).
-    Measured: mean 6.8 dB against 5.3 dB for AuxIVA-IP2-Laplace (20 it), better on 6 of 9;
-    below 2 dB: 2x2_00 (1.7 dB; Laplace 4.5), none for Laplace here. The model shipped before it
-    (v2) scored 5.6 dB (below 2 dB on 3x3_00 and 3x3_01, 5.7 dB on 2x2_00). On the 180 rooms of
-    the held-out protocol and the second simulator the shipped model is 0.1-0.2 dB above v2 and
-    collapses less often than Laplace (BENCHMARKS.md); 9 mixtures are too few to count that."""
+    Both sides run as shipped / by default, i.e. with the frequency-permutation alignment (since
+    stop 22). Measured: mean 8.4 dB against 7.1 dB for AuxIVA-IP2-Laplace (20 it), no mixture
+    below 5 dB. Without the alignment: 7.0 vs 5.3 dB (the model at 2.1 dB on 2x2_00). On the 180
+    rooms of the held-out protocol and the second simulator the figures are in BENCHMARKS.md;
+    9 mixtures are too few to count collapses."""
     neural, laplace = [], []
     for name in SHARED:
         k = 2 if name.startswith("2s4m") else None

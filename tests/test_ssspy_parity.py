@@ -177,6 +177,7 @@ def _ours_ilrma(X, W0, basis, activations, scaling):
         normalize=True,
         scaling=scaling,
         track_cost=False,
+        align_permutations=False,  # ssspy has no permutation alignment
     )
     state = NMFState(torch.from_numpy(basis), torch.from_numpy(activations))
     return sep(X, IterativeState(torch.from_numpy(W0), state))

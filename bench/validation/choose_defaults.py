@@ -17,7 +17,10 @@ Grids (``val`` split, 50 rooms per case, seeds 0 1 2 where the method is seeded)
    shortlist :data:`ONLINE_SHORTLIST`.
 4. ``test``: the chosen configurations and the current defaults on the ``test`` rooms.
 5. ``alignment``: AuxIVA with and without the frequency-permutation alignment
-   (``align_permutations``): IP2 Laplace / Gauss at 20 and 100 iterations, IP1 and ISS at 20.
+   (``align_permutations``): IP2 Laplace / Gauss at 20 and 100 iterations, IP1 and ISS at 20
+   (ILRMA's default with and without it was run on 20 rooms per case, seed 0:
+   ``python -m bench.validation.run --out validation_alignment_val --methods
+   ilrma_b2_ip2_init0_aligned --rooms 20 --seeds 0``).
 
 Selection rule (:func:`rank`): pool the three cases (each case has the same number of runs);
 rank by the pooled mean of the run scores (mean SI-SDRi over sources), whole signal for batch
@@ -80,7 +83,8 @@ TEST_METHODS = (
     "online_ilrma_b2_f0.99_l0.03",  # online ILRMA: the previous default
     "online_ilrma_b2_f0.96_l0.03",  # the chosen one
     "online_auxiva_default",  # kept (forget 0.99, Laplace)
-    "auxiva_ip2_gauss_it100_aligned",  # the default since stop 22 (align_permutations=True)
+    "auxiva_ip2_gauss_it100_aligned",  # the defaults since stop 22 (align_permutations=True)
+    "ilrma_b2_ip2_init0_aligned",
 )
 
 STAGES: dict[str, Stage] = {
