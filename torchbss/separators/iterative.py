@@ -171,7 +171,9 @@ class IterativeSeparator(Separator):
             (:func:`~torchbss.updates.alignment.frequency_permutation`); the sources, the
             demixing and the state (its demixing rows and an NMF model's bases) are permuted
             per bin together, so a run continued from the state goes on from the aligned
-            solution. The recorded cost is that of the iterations (before the alignment).
+            solution. It runs at the end of every call (``forward`` and ``step``), so ``n``
+            single steps are ``n`` iterations each followed by an alignment, not one call of
+            ``n`` iterations. The recorded cost is that of the iterations (before the alignment).
     """
 
     def __init__(
