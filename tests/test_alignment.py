@@ -177,4 +177,3 @@ def test_alignment_lifts_auxiva_on_the_shared_mixtures():
         ]  # fmt: skip
     assert sum(scores[True]) / 9 >= 6.5 and min(scores[True]) >= 4.0, scores
     assert sum(scores[True]) / 9 >= sum(scores[False]) / 9 + 1.0, scores
-

@@ -267,4 +267,3 @@ def test_align_flag_reaches_the_separator():
     assert build_separator("auxiva", **kw).align_permutations is True  # the class default
     assert build_separator("auxiva", align=False, **kw).align_permutations is False
     assert build_separator("ilrma", align=True, **kw).align_permutations is True
-
