@@ -84,15 +84,13 @@ from torchbss.updates import (
     background_update,
     demix,
     embed_reduced_demixing,
+    frequency_permutation,
     minimum_distortion,
     mixture_covariance,
-    principal_basis,
-    projection_back,
-)
-from torchbss.updates.alignment import (
-    frequency_permutation,
     permute_demixing,
     permute_sources,
+    principal_basis,
+    projection_back,
 )
 from torchbss.updates.base import (
     PackedUpdate,

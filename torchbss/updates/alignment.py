@@ -34,6 +34,7 @@ import torch
 
 from torchbss._validation import check_complex, check_positive_int, check_tensor
 from torchbss.metrics.permutation import solve_permutation
+from torchbss.source_models.base import masked_frame_mean, power
 
 __all__ = ["frequency_permutation", "permute_sources", "permute_demixing"]
 
@@ -58,18 +59,14 @@ def frequency_permutation(
     check_complex(Y, "Y")
     check_positive_int(max_rounds, "max_rounds")
     n_src, n_freq = Y.shape[-3], Y.shape[-2]
-    Y = Y.detach()
-    P = Y.real**2 + Y.imag**2  # (..., K, F, T)
+    P = power(Y.detach())  # (..., K, F, T)
     real = P.dtype
     tiny = torch.finfo(real).tiny
     ratio = P / P.sum(-3, keepdim=True).clamp_min(tiny)
-    if frame_mask is not None:
+    ratio = ratio - masked_frame_mean(ratio, frame_mask)[..., None]
+    if frame_mask is not None:  # padded frames count for nothing below
         mask = frame_mask.to(real)[..., None, None, :]  # (..., 1, 1, T)
-        n_valid = mask.sum(-1, keepdim=True).clamp_min(1.0)
-        ratio = (ratio - (ratio * mask).sum(-1, keepdim=True) / n_valid) * mask
-        P = P * mask
-    else:
-        ratio = ratio - ratio.mean(-1, keepdim=True)
+        ratio, P = ratio * mask, P * mask
     z = ratio / torch.linalg.vector_norm(ratio, dim=-1, keepdim=True).clamp_min(tiny)
     energy = P.sum((-3, -1))  # (..., F)
     median = energy.median(-1, keepdim=True).values.clamp_min(tiny)
@@ -90,7 +87,8 @@ def frequency_permutation(
         centroid = centroid / torch.linalg.vector_norm(centroid, dim=-1, keepdim=True).clamp_min(
             tiny
         )
-        # score[..., f, k, j]: slot k's centroid against source j in bin f
+        # (..., F K, T) @ (..., T, K) -> score[..., f, j, k]: source j of bin f against slot
+        # k's centroid; solve_permutation takes it as (..., f, slot k, source j)
         score = (zf @ centroid.transpose(-1, -2)).reshape(*lead, n_freq, n_src, n_src)
         new = solve_permutation(score.transpose(-1, -2))
         if torch.equal(new, perm):
