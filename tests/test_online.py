@@ -525,7 +525,7 @@ def test_real_arithmetic_ip1_step_equals_the_complex_one(M):
 @pytest.mark.slow
 @pytest.mark.parametrize("make", [OnlineAuxIVA, lambda **kw: OnlineILRMA(n_freq=N_FREQ, **kw)])
 def test_compiled_frames_equal_eager(make):
-    """compile=True (torch.compile of the real-arithmetic IP1 step) gives the eager output and,
+    """compile=True (each frame as compiled real-arithmetic kernels) gives the eager output and,
     trainable, the eager gradients."""
     X, _ = _mixture(batch=2, n_src=3, n_frames=30)
     results = []
@@ -539,6 +539,33 @@ def test_compiled_frames_equal_eager(make):
     assert any(float(g.abs().max()) > 0 for g in want_grads.values())
     for name, grad in want_grads.items():
         torch.testing.assert_close(got_grads[name], grad, rtol=1e-7, atol=1e-12, msg=name)
+
+
+@pytest.mark.slow
+def test_compiled_frames_equal_eager_with_any_source_model_and_bad_frames():
+    """The compiled frame takes a source model that is not power-based (it calls the model on
+    the complex frame), skips a non-finite frame like the eager loop, and continues across
+    blocks (the planes layout converts at every block boundary)."""
+    from torchbss.source_models import SourceModel
+
+    class Student(SourceModel):  # per-bin weights, not a function of the frame power
+        def forward(self, Y, state=None, frame_mask=None):
+            return 1.0 / (1.0 + Y.real.square() + Y.imag.square()), state
+
+    X, _ = _mixture(batch=2, n_src=3, n_frames=20)
+    X[1, :, 3, 5] = float("nan")
+    for make in (
+        lambda c: OnlineAuxIVA(source_model=Student(), compile=c),
+        lambda c: OnlineILRMA(n_freq=N_FREQ, compile=c),
+    ):
+        want = make(False)(X)
+        sep = make(True)
+        first = sep.step(X[..., :7], sep.init_state(X))
+        got = torch.cat([first.sources, sep.step(X[..., 7:], first.state).sources], -1)
+        torch.testing.assert_close(got, want.sources, rtol=1e-9, atol=1e-9)
+        assert float(got[1, :, :, 5].abs().max()) == 0.0  # the skipped frame outputs zero
+        assert float(got[1, :, :, 6:].abs().min()) > 0.0  # and the stream goes on
+        assert sep.step(X[..., :0], first.state).sources.shape == (2, 3, N_FREQ, 0)
 
 
 def test_compile_rejects_what_it_does_not_cover():

@@ -220,7 +220,7 @@ def _activation_update(
     inplace = mm is torch.matmul and not needs_graph(P, T, H)
     a, inv_r = _ratio_terms(P, T, H, eps, inplace, workspace, mm)
     Tt = T.transpose(-1, -2)
-    if H.shape[-1] == 1:  # one frame (online): both products in one matmul
+    if H.shape[-1] == 1 and mm is torch.matmul:  # one frame (online): both in one matmul
         num, den = (Tt @ torch.cat([a, inv_r], -1)).unbind(-1)
         num, den = num.unsqueeze(-1), den.unsqueeze(-1)
     else:

@@ -10,7 +10,13 @@ and imaginary planes, so that a compiled frame fuses it into a few loops over fr
 It is only used when an online separator is built with ``compile=True``; a test checks that it
 equals the complex implementation to rounding, eager and compiled.
 
-Layout: frequency last, as the complex functions; ``W = Wr + i Wi`` etc.
+Layout: frequency last, as the complex functions; ``W = Wr + i Wi`` etc. The per-frame helpers
+below (demixing, covariance recursion, output scale) take the two planes stacked on one axis
+before the matrix dims (``x`` ``(..., 2, M, F)``, ``W`` ``(..., 2, M, M, F)``), the layout of the
+compiled online frame loop (:mod:`torchbss.separators.online.spatial`), and mirror
+:func:`~torchbss.separators.online.spatial.demix_frame`,
+:meth:`~torchbss.separators.online.spatial.OnlineSpatialSeparator.update_covariances` and
+:meth:`~torchbss.separators.online.spatial.OnlineSpatialSeparator.output`.
 """
 
 from __future__ import annotations
@@ -19,7 +25,14 @@ import torch
 
 from torchbss.updates.hermitian import SWEEP_MAX, upper_pairs
 
-__all__ = ["ip1_step_planes"]
+__all__ = [
+    "ip1_step_planes",
+    "to_planes",
+    "from_planes",
+    "demix_planes",
+    "covariance_update_planes",
+    "output_planes",
+]
 
 Planes = tuple[torch.Tensor, torch.Tensor]
 
@@ -123,3 +136,64 @@ def ip1_step_planes(
         A_im = A_im - (a_re * c_im + a_im * c_re)
         rows_re[k], rows_im[k] = w_re, w_im
     return torch.stack(rows_re, -3), torch.stack(rows_im, -3), A_re, A_im
+
+
+def to_planes(z: torch.Tensor, dim: int) -> torch.Tensor:
+    """Complex ``z`` -> real ``stack([z.real, z.imag], dim)`` (contiguous)."""
+    return torch.stack([z.real, z.imag], dim)
+
+
+def from_planes(z: torch.Tensor, dim: int) -> torch.Tensor:
+    """Inverse of :func:`to_planes`."""
+    re, im = z.unbind(dim)
+    return torch.complex(re, im)
+
+
+def demix_planes(W: torch.Tensor, x: torch.Tensor, n_src: int) -> Planes:
+    """``y = W[:n_src] x`` for one frame: ``W`` ``(..., 2, M, M, F)``, ``x`` ``(..., 2, M, F)``
+    -> ``(y_re, y_im)``, each ``(..., n_src, F)``."""
+    W_re, W_im = W[..., 0, :n_src, :, :], W[..., 1, :n_src, :, :]
+    x_re, x_im = x[..., 0:1, :, :], x[..., 1:2, :, :]  # (..., 1, M, F)
+    return (W_re * x_re - W_im * x_im).sum(-2), (W_re * x_im + W_im * x_re).sum(-2)
+
+
+def covariance_update_planes(
+    Vd: torch.Tensor, Vo: torch.Tensor, x: torch.Tensor, beta: torch.Tensor, phi: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``V_k <- (1 - beta) V_k + beta phi_k x x^H`` on packed covariances.
+
+    Args:
+        Vd: ``(..., K, M, F)`` real diagonals; Vo: ``(..., 2, K, M (M - 1) / 2, F)`` planes of
+            the strict upper triangles (``x_i conj(x_j)``, ``i < j``).
+        x: ``(..., 2, M, F)`` the frame.
+        beta: ``(..., F or 1)`` step sizes; phi: ``(..., K, F or 1)`` weights.
+    """
+    x_re, x_im = x[..., 0, :, :], x[..., 1, :, :]
+    M = x_re.shape[-2]
+    xd = x_re * x_re + x_im * x_im
+    rows, cols = upper_pairs.__wrapped__(M)
+    xo_re = torch.stack(
+        [x_re[..., i, :] * x_re[..., j, :] + x_im[..., i, :] * x_im[..., j, :]
+         for i, j in zip(rows, cols)], -2,
+    )  # fmt: skip
+    xo_im = torch.stack(
+        [x_im[..., i, :] * x_re[..., j, :] - x_re[..., i, :] * x_im[..., j, :]
+         for i, j in zip(rows, cols)], -2,
+    )  # fmt: skip
+    keep = (1.0 - beta).unsqueeze(-2).unsqueeze(-2)  # (..., 1, 1, F)
+    c = (beta.unsqueeze(-2) * phi).unsqueeze(-2)  # (..., K, 1, F)
+    Vd = keep * Vd + c * xd.unsqueeze(-3)
+    xo = torch.stack([xo_re, xo_im], -3).unsqueeze(-3)  # (..., 2, 1, P, F)
+    Vo = keep.unsqueeze(-4) * Vo + c.unsqueeze(-4) * xo
+    return Vd, Vo
+
+
+def output_planes(y_re: torch.Tensor, y_im: torch.Tensor, A: torch.Tensor, ref_mic: int):
+    """``y_k (W^{-1})[ref, k]`` (minimal distortion scale) -> ``(..., K, F, 2)`` interleaved.
+
+    Args:
+        y_re, y_im: ``(..., K, F)`` demixed frame; A: ``(..., 2, M, M, F)`` inverse demixing.
+    """
+    K = y_re.shape[-2]
+    a_re, a_im = A[..., 0, ref_mic, :K, :], A[..., 1, ref_mic, :K, :]
+    return torch.stack([y_re * a_re - y_im * a_im, y_re * a_im + y_im * a_re], -1)

@@ -10,10 +10,52 @@ from __future__ import annotations
 import torch
 
 from torchbss.separators.online.base import State, config_repr
-from torchbss.separators.online.spatial import OnlineSpatialSeparator, demix_frame
+from torchbss.separators.online.spatial import (
+    OnlineSpatialSeparator,
+    demix_frame,
+    spatial_frame_planes,
+)
 from torchbss.source_models import SourceModel, as_source_model
+from torchbss.source_models.iva import SphericalModel
+from torchbss.updates.fused import demix_planes
 
-__all__ = ["OnlineAuxIVA"]
+__all__ = ["OnlineAuxIVA", "auxiva_frame_planes"]
+
+
+def frame_weights_planes(
+    model: SourceModel, y_re: torch.Tensor, y_im: torch.Tensor
+) -> torch.Tensor:
+    """The source model's weights ``(..., K, 1 or F)`` of one frame ``(..., K, F)`` (planes)."""
+    if isinstance(model, SphericalModel) and model.uses_power_only():
+        p = (y_re * y_re + y_im * y_im).sum(-1, keepdim=True)
+        return model.weights_from_power(p, y_re.shape[-1])
+    phi, _ = model(torch.complex(y_re, y_im).unsqueeze(-1))
+    return phi[..., 0]
+
+
+def auxiva_frame_planes(
+    x: torch.Tensor,
+    W: torch.Tensor,
+    A: torch.Tensor,
+    Vd: torch.Tensor,
+    Vo: torch.Tensor,
+    beta: torch.Tensor,
+    load: torch.Tensor,
+    model: SourceModel,
+    eps: float,
+    ref_mic: int,
+) -> tuple[torch.Tensor, ...]:
+    """One frame of online AuxIVA in real arithmetic (the body of ``compile=True``).
+
+    The same steps as :meth:`OnlineAuxIVA.frame` on the planes layout of
+    :mod:`torchbss.separators.online.spatial`: ``x`` ``(..., 2, M, F)``, ``W``, ``A``
+    ``(..., 2, M, M, F)``, ``Vd`` ``(..., K, M, F)``, ``Vo`` ``(..., 2, K, P, F)``.
+
+    Returns:
+        ``(y, W, A, Vd, Vo)`` with the output ``y`` ``(..., K, F, 2)``.
+    """
+    phi = frame_weights_planes(model, *demix_planes(W, x, Vd.shape[-3]))
+    return spatial_frame_planes(x, W, A, Vd, Vo, beta, phi, load, eps, ref_mic)
 
 
 class OnlineAuxIVA(OnlineSpatialSeparator):
@@ -42,7 +84,8 @@ class OnlineAuxIVA(OnlineSpatialSeparator):
         tbptt: detach the state every ``tbptt`` frames of a ``step`` call (truncated BPTT).
         checkpoint: gradient checkpointing over blocks of ``checkpoint_block`` frames.
         checkpoint_block: frames per checkpointed block.
-        compile: the IP1 step of each frame as one compiled kernel (see
+        compile: each frame as one compiled kernel in real arithmetic
+            (:func:`auxiva_frame_planes`; see
             :class:`~torchbss.separators.online.spatial.OnlineSpatialSeparator`).
 
     Shapes:
@@ -86,6 +129,12 @@ class OnlineAuxIVA(OnlineSpatialSeparator):
         return self.spatial_state(self.prepare_block(X))
 
     def frame(self, x, state, params, beta, count):
+        if self.compile:
+            y, *values = self.kernel(auxiva_frame_planes)(
+                x, state["W"], state["A"], state["Vd"], state["Vo"], beta, params["load"],
+                self.source_model, self.eps, self.ref_mic,
+            )  # fmt: skip
+            return y, dict(zip(("W", "A", "Vd", "Vo"), values))
         W, A = state["W"], state["A"]
         n_src = state["Vd"].shape[-3]
         y = demix_frame(W, x, n_src)  # (..., K, F)

@@ -231,8 +231,16 @@ class OnlineSeparator(Separator):
         """Inverse of :meth:`to_internal`."""
         return state
 
+    def frame_inputs(self, X: torch.Tensor) -> torch.Tensor:
+        """A block -> the frame loop's inputs, frames first: ``frames[t]`` is frame ``t``."""
+        return X.movedim(-1, 0).contiguous()
+
+    def frame_outputs(self, out: torch.Tensor) -> torch.Tensor:
+        """The frame outputs stacked on a last dim -> the block's output (default: as is)."""
+        return out
+
     def make_result(self, out: torch.Tensor, state: State) -> SeparationResult:
-        """The result of a block from the stacked frame outputs ``(..., frames)``."""
+        """The result of a block from the (converted) frame outputs ``(..., frames)``."""
         return SeparationResult(sources=out, state=state)
 
     # ----- state validation ----------------------------------------------------------------------
@@ -313,7 +321,7 @@ class OnlineSeparator(Separator):
         read per block), with step sizes computed once per block.
         """
         n_frames = X.shape[-1]
-        frames = X.movedim(-1, 0).contiguous()
+        frames = self.frame_inputs(X)
         fast = bool(torch.isfinite(X).all())
         count = None
         if fast:
@@ -368,11 +376,11 @@ class OnlineSeparator(Separator):
         n_frames = X.shape[-1]
         if n_frames == 0:
             out, _ = self.frame(
-                X.new_zeros(X.shape[:-1]), internal, params,
+                self.frame_inputs(X.new_zeros(X.shape[:-1] + (1,)))[0], internal, params,
                 step_sizes(params["forget"], state["frame"]), None,
             )  # fmt: skip
             empty = out.new_zeros(out.shape + (0,))
-            return self.make_result(empty, state)
+            return self.make_result(self.frame_outputs(empty), state)
         use_ckpt = self.checkpoint and torch.is_grad_enabled()
         block = self.checkpoint_block if use_ckpt else n_frames
         outs = []
@@ -391,7 +399,7 @@ class OnlineSeparator(Separator):
                 Yb, internal = self._frames(Xb, internal, params, s)
             outs.append(Yb)
         out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
-        return self.make_result(out, self.to_public(internal))
+        return self.make_result(self.frame_outputs(out), self.to_public(internal))
 
     def forward(
         self,

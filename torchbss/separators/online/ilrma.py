@@ -14,14 +14,20 @@ from torch import nn
 
 from torchbss._validation import check_choice, check_positive_int, check_range
 from torchbss.separators.online.base import State, config_repr, inverse_softplus
-from torchbss.separators.online.spatial import OnlineSpatialSeparator, demix_frame
-from torchbss.source_models.nmf import (
-    basis_from_statistics,
-    nmf_activation_update,
-    nmf_basis_statistics,
+from torchbss.separators.online.spatial import (
+    OnlineSpatialSeparator,
+    demix_frame,
+    spatial_frame_planes,
 )
+from torchbss.source_models.nmf import (
+    _activation_update,
+    _basis_statistics,
+    basis_from_statistics,
+    broadcast_matmul,
+)
+from torchbss.updates.fused import demix_planes
 
-__all__ = ["OnlineILRMA"]
+__all__ = ["OnlineILRMA", "nmf_frame_planes"]
 
 
 def decayed(stat: torch.Tensor, new: torch.Tensor, forget: torch.Tensor) -> torch.Tensor:
@@ -56,6 +62,7 @@ def frame_weights(
     exponent: torch.Tensor,
     n_iter: int,
     eps: float,
+    mm=torch.matmul,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``n_iter`` activation updates of one frame, then the weights ``phi = 1 / (T h)``.
 
@@ -63,12 +70,15 @@ def frame_weights(
         p: ``(..., K, F, 1)`` power of the frame's estimates.
         T: ``(..., K, F, B)`` bases; h: ``(..., K, B, 1)`` activations.
 
+        mm: ``torch.matmul``, or :func:`~torchbss.source_models.nmf.broadcast_matmul` in the
+            compiled frame (fused with the elementwise passes).
+
     Returns:
         ``(h, phi)`` with ``phi`` ``(..., K, F)``.
     """
     for _ in range(n_iter):
-        h = nmf_activation_update(p, T, h, exponent, eps)
-    return h, (T @ h).clamp_min(eps).reciprocal()[..., 0]
+        h = _activation_update(p, T, h, exponent, eps, mm=mm)
+    return h, mm(T, h).clamp_min(eps).reciprocal()[..., 0]
 
 
 def basis_step(
@@ -80,15 +90,50 @@ def basis_step(
     forget: torch.Tensor,
     due: torch.Tensor | bool,
     eps: float,
+    mm=torch.matmul,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Decayed basis statistics with this frame's, and the bases where an update is ``due``.
+    """Decayed basis statistics with this frame's, and the bases where an update is ``due``
+    (``mm`` as in :func:`frame_weights`).
 
     Returns:
         ``(T, num, den)``, each ``(..., K, F, B)``.
     """
-    num_t, den_t = nmf_basis_statistics(p, T, h, eps)
+    num_t, den_t = _basis_statistics(p, T, h, eps, None, mm=mm)
     num, den = decayed(num, num_t, forget), decayed(den, den_t, forget)
     return update_bases_where(T, num, den, due, eps), num, den
+
+
+def nmf_frame_planes(
+    x: torch.Tensor,
+    W: torch.Tensor,
+    T: torch.Tensor,
+    h: torch.Tensor,
+    num: torch.Tensor,
+    den: torch.Tensor,
+    exponent: torch.Tensor,
+    forget: torch.Tensor,
+    due: torch.Tensor,
+    activation_iter: int,
+    eps: float,
+    last: bool,
+) -> tuple[torch.Tensor, ...]:
+    """The NMF half of one inner iteration in real arithmetic (compiled frames).
+
+    The frame's power ``p = |W x|^2`` (``x`` ``(..., 2, M, F)``, ``W`` ``(..., 2, M, M, F)``),
+    its activations and weights (:func:`frame_weights`) and, on the ``last`` inner iteration,
+    the decayed basis statistics and bases (:func:`basis_step`). The spatial half is
+    :func:`~torchbss.separators.online.spatial.spatial_frame_planes`; the two run as separate
+    kernels, which TorchInductor compiles to faster code than one fused frame.
+
+    Returns:
+        ``(h, phi, T, num, den)`` (``T``, ``num``, ``den`` unchanged unless ``last``).
+    """
+    y_re, y_im = demix_planes(W, x, T.shape[-3])
+    p = (y_re * y_re + y_im * y_im).unsqueeze(-1)  # (..., K, F, 1)
+    h, phi = frame_weights(p, T, h, exponent, activation_iter, eps, broadcast_matmul)
+    if last:
+        T, num, den = basis_step(p, T, h, num, den, forget, due, eps, broadcast_matmul)
+    return h, phi, T, num, den
 
 
 class OnlineILRMA(OnlineSpatialSeparator):
@@ -220,6 +265,8 @@ class OnlineILRMA(OnlineSpatialSeparator):
         return state
 
     def frame(self, x, state, params, beta, count):
+        if self.compile:
+            return self._compiled_frame(x, state, params, beta, count)
         W, A, T = state["W"], state["A"], state["basis"]
         h = state["activation"].unsqueeze(-1)  # (..., K, B, 1)
         n_src = T.shape[-3]
@@ -229,15 +276,13 @@ class OnlineILRMA(OnlineSpatialSeparator):
         for i in range(self.inner_iter):
             y = demix_frame(W, x, n_src)
             p = (y.real.square() + y.imag.square()).unsqueeze(-1)  # (..., K, F, 1)
-            h, phi = self.kernel(frame_weights)(
+            h, phi = frame_weights(
                 p, T, h, params["exponents"][i], self.activation_iter, self.eps
             )  # phi = 1 / r, (..., K, F)
             Vd, Vo = self.update_covariances(state, x, beta, phi)
             W, A = self.spatial_step(W, A, Vd, Vo, C, params["load"])
         due = minibatch_due(state, count, self.minibatch)
-        if self.compile:  # a tensor: one compiled graph for both cases
-            due = torch.as_tensor(due, device=p.device)
-        T, num, den = self.kernel(basis_step)(
+        T, num, den = basis_step(
             p, T, h, state["stat_num"], state["stat_den"], params["forget"], due, self.eps
         )
         new = {"W": W, "A": A, "Vd": Vd, "Vo": Vo, "basis": T, "activation": h[..., 0]}
@@ -245,6 +290,25 @@ class OnlineILRMA(OnlineSpatialSeparator):
         if C is not None:
             new["C"] = C
         return self.output(W, A, x, n_src), new
+
+    def _compiled_frame(self, x, state, params, beta, count):
+        """:meth:`frame` on the planes layout: per inner iteration the compiled NMF half, then
+        the compiled spatial half."""
+        due = torch.as_tensor(minibatch_due(state, count, self.minibatch), device=x.device)
+        W, A, T = state["W"], state["A"], state["basis"]
+        h, num, den = state["activation"].unsqueeze(-1), state["stat_num"], state["stat_den"]
+        for i in range(self.inner_iter):
+            h, phi, T, num, den = self.kernel(nmf_frame_planes)(
+                x, W, T, h, num, den, params["exponents"][i], params["forget"], due,
+                self.activation_iter, self.eps, i == self.inner_iter - 1,
+            )  # fmt: skip
+            y, W, A, Vd, Vo = self.kernel(spatial_frame_planes)(
+                x, W, A, state["Vd"], state["Vo"], beta, phi, params["load"], self.eps,
+                self.ref_mic,
+            )  # fmt: skip
+        new = {"W": W, "A": A, "Vd": Vd, "Vo": Vo, "basis": T, "activation": h[..., 0]}
+        new["stat_num"], new["stat_den"] = num, den
+        return y, new
 
     def extra_repr(self) -> str:
         return config_repr(

@@ -8,6 +8,13 @@ are frequency-last ``(..., M, M, freq)`` and ``V`` packed (real diagonal ``Vd``
 ``(..., K, M, freq)``, strict upper triangle ``Vo`` ``(..., K, M (M - 1) / 2, freq)``), so the
 per-bin ``M x M`` algebra runs as elementwise operations over contiguous frequency vectors.
 The conversion is exact.
+
+With ``compile=True`` the frame loop runs in real arithmetic (TorchInductor generates no code
+for complex tensors): each frame is one compiled call of the separator's ``*_frame_planes``
+function, the internal ``W``, ``A`` are ``(..., 2, M, M, F)`` and ``Vo``
+``(..., 2, K, M (M - 1) / 2, F)`` (real and imaginary planes), a frame enters as
+``(..., 2, M, F)`` and leaves as ``(..., K, F, 2)``. Block in, block out: the conversions run
+once per ``step`` call, not per frame.
 """
 
 from __future__ import annotations
@@ -23,7 +30,14 @@ from torchbss._validation import check_bool, check_positive_int, check_range
 from torchbss.separators.base import SeparationResult
 from torchbss.separators.online.base import OnlineSeparator, State, inverse_softplus
 from torchbss.updates import background_update, ip1_sweep, loaded_inverse
-from torchbss.updates.fused import ip1_step_planes
+from torchbss.updates.fused import (
+    covariance_update_planes,
+    demix_planes,
+    from_planes,
+    ip1_step_planes,
+    output_planes,
+    to_planes,
+)
 from torchbss.updates.hermitian import (
     SWEEP_MAX,
     from_freq_last,
@@ -33,13 +47,51 @@ from torchbss.updates.hermitian import (
     unpack_hermitian,
 )
 
-__all__ = ["OnlineSpatialSeparator", "demix_frame"]
+__all__ = ["OnlineSpatialSeparator", "demix_frame", "ip1_step_stacked", "spatial_frame_planes"]
 
 
 def demix_frame(W: torch.Tensor, x: torch.Tensor, n_src: int) -> torch.Tensor:
     """``y = W[:n_src] x`` for one frame, frequency last: ``W`` ``(..., M, M, freq)``,
     ``x`` ``(..., M, freq)`` -> ``(..., n_src, freq)``."""
     return (W[..., :n_src, :, :] * x.unsqueeze(-3)).sum(-2)
+
+
+def ip1_step_stacked(
+    W: torch.Tensor, A: torch.Tensor, Vd: torch.Tensor, Vo: torch.Tensor, load: torch.Tensor,
+    eps: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`~torchbss.updates.fused.ip1_step_planes` on stacked planes: ``W``, ``A``
+    ``(..., 2, M, M, F)``, ``Vd`` ``(..., K, M, F)``, ``Vo`` ``(..., 2, K, P, F)``."""
+    W_re, W_im, A_re, A_im = ip1_step_planes(
+        W[..., 0, :, :, :], W[..., 1, :, :, :], A[..., 0, :, :, :], A[..., 1, :, :, :],
+        Vd, Vo[..., 0, :, :, :], Vo[..., 1, :, :, :], load, eps, eps,
+    )  # fmt: skip
+    return torch.stack([W_re, W_im], -4), torch.stack([A_re, A_im], -4)
+
+
+def spatial_frame_planes(
+    x: torch.Tensor,
+    W: torch.Tensor,
+    A: torch.Tensor,
+    Vd: torch.Tensor,
+    Vo: torch.Tensor,
+    beta: torch.Tensor,
+    phi: torch.Tensor,
+    load: torch.Tensor,
+    eps: float,
+    ref_mic: int,
+) -> tuple[torch.Tensor, ...]:
+    """The spatial half of a frame in real arithmetic (compiled frames): the covariance
+    recursion with the weights ``phi`` ``(..., K, F or 1)``, the IP1 step and the scaled output.
+
+    Layout as :func:`ip1_step_stacked`, ``x`` ``(..., 2, M, F)``.
+
+    Returns:
+        ``(y, W, A, Vd, Vo)`` with the output ``y`` ``(..., K, F, 2)``.
+    """
+    Vd, Vo = covariance_update_planes(Vd, Vo, x, beta, phi)
+    W, A = ip1_step_stacked(W, A, Vd, Vo, load, eps)
+    return output_planes(*demix_planes(W, x, Vd.shape[-3]), A, ref_mic), W, A, Vd, Vo
 
 
 class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
@@ -50,11 +102,11 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
         ref_mic: reference microphone of the output scale (minimal distortion principle).
         load: relative diagonal loading of the covariances (``> 0``; see
             :func:`~torchbss.updates.diagonal_loading`).
-        compile: run each frame's IP1 step (loaded inverses + sweep) as one ``torch.compile``
-            kernel in real arithmetic (:func:`~torchbss.updates.fused.ip1_step_planes`; online
-            ILRMA also compiles its NMF steps): the same result to rounding, faster per frame
-            once compiled (the first frames of each stream shape compile, ~5-10 s; needs a C++
-            compiler on CPU). Only for ``n_src == mics <= 4``.
+        compile: run each frame (demixing, source model, covariance recursion, IP1 step with
+            its loaded inverses, NMF steps, output scale) as one ``torch.compile`` kernel in
+            real arithmetic (:mod:`torchbss.updates.fused`): the same result to rounding,
+            faster per frame once compiled (the first frames of each stream shape compile,
+            ~10-30 s; needs a C++ compiler on CPU). Only for ``n_src == mics <= 4``.
         **kwargs: see :class:`~torchbss.separators.online.base.OnlineSeparator`.
     """
 
@@ -139,13 +191,30 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
         out = dict(state)
         out["W"], out["A"] = to_freq_last(state["W"]), to_freq_last(state["A"])
         out["Vd"], out["Vo"] = pack_hermitian(out.pop("V"))
+        if self.compile:
+            for key in ("W", "A"):
+                out[key] = to_planes(out[key], -4)
+            out["Vo"] = to_planes(out["Vo"], -4)
         return out
 
     def to_public(self, state: State) -> State:
         out = dict(state)
-        out["W"], out["A"] = from_freq_last(state["W"]), from_freq_last(state["A"])
-        out["V"] = unpack_hermitian(out.pop("Vd"), out.pop("Vo")).contiguous()
+        W, A, Vo = out["W"], out["A"], out.pop("Vo")
+        if self.compile:
+            W, A, Vo = from_planes(W, -4), from_planes(A, -4), from_planes(Vo, -4)
+        out["W"], out["A"] = from_freq_last(W), from_freq_last(A)
+        out["V"] = unpack_hermitian(out.pop("Vd"), Vo).contiguous()
         return out
+
+    def frame_inputs(self, X: torch.Tensor) -> torch.Tensor:
+        if not self.compile:
+            return super().frame_inputs(X)
+        return to_planes(X, -4).movedim(-1, 0).contiguous()  # (frames, ..., 2, M, F)
+
+    def frame_outputs(self, out: torch.Tensor) -> torch.Tensor:
+        if not self.compile:
+            return out
+        return from_planes(out, -2)  # (..., K, F, 2, frames) -> (..., K, F, frames)
 
     def make_result(self, out: torch.Tensor, state: State) -> SeparationResult:
         return SeparationResult(sources=out, state=state, demixing=state["W"])
@@ -186,8 +255,6 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
         load: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """IP1 on every source row; with ``C``, OverIVA background rows after each row."""
-        if self.compile and C is None:
-            return self._fused_step(W, A, Vd, Vo, load)
         V_inv = loaded_inverse(Vd, Vo, load, self.eps)
         if C is None:
             return ip1_sweep(W, A, V_inv, self.eps)
@@ -197,14 +264,6 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
             Wp = background_update(from_freq_last(W), C, n_src, load=load)
             W, A = to_freq_last(Wp), to_freq_last(torch.linalg.inv(Wp))
         return W, A
-
-    def _fused_step(self, W, A, Vd, Vo, load):
-        """:meth:`spatial_step` through the compiled real-arithmetic kernel."""
-        W_re, W_im, A_re, A_im = self.kernel(ip1_step_planes)(
-            W.real.contiguous(), W.imag.contiguous(), A.real.contiguous(), A.imag.contiguous(),
-            Vd, Vo.real.contiguous(), Vo.imag.contiguous(), load, self.eps, self.eps,
-        )  # fmt: skip
-        return torch.complex(W_re, W_im), torch.complex(A_re, A_im)
 
     def output(self, W: torch.Tensor, A: torch.Tensor, x: torch.Tensor, n_src: int):
         """``y = W_t x_t`` scaled by the minimal distortion principle: ``y_k (W^{-1})[ref, k]``."""
