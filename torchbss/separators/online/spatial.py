@@ -57,7 +57,11 @@ def demix_frame(W: torch.Tensor, x: torch.Tensor, n_src: int) -> torch.Tensor:
 
 
 def ip1_step_stacked(
-    W: torch.Tensor, A: torch.Tensor, Vd: torch.Tensor, Vo: torch.Tensor, load: torch.Tensor,
+    W: torch.Tensor,
+    A: torch.Tensor,
+    Vd: torch.Tensor,
+    Vo: torch.Tensor,
+    load: torch.Tensor,
     eps: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`~torchbss.updates.fused.ip1_step_planes` on stacked planes: ``W``, ``A``
