@@ -231,7 +231,7 @@ class OnlineSeparator(Separator):
         """Inverse of :meth:`to_internal`."""
         return state
 
-    def frame_inputs(self, X: torch.Tensor) -> torch.Tensor:
+    def frame_inputs(self, X: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         """A block -> the frame loop's inputs, frames first: ``frames[t]`` is frame ``t``."""
         return X.movedim(-1, 0).contiguous()
 

@@ -294,7 +294,9 @@ class OnlineILRMA(OnlineSpatialSeparator):
     def _compiled_frame(self, x, state, params, beta, count):
         """:meth:`frame` on the planes layout: per inner iteration the compiled NMF half, then
         the compiled spatial half."""
-        due = torch.as_tensor(minibatch_due(state, count, self.minibatch), device=x.device)
+        due = minibatch_due(state, count, self.minibatch)
+        if isinstance(due, bool):  # one layout for the kernel: a flag per stream
+            due = torch.full(state["frame"].shape, due, dtype=torch.bool, device=x.device)
         W, A, T = state["W"], state["A"], state["basis"]
         h, num, den = state["activation"].unsqueeze(-1), state["stat_num"], state["stat_den"]
         for i in range(self.inner_iter):

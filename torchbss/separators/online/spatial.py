@@ -196,9 +196,11 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
         out["W"], out["A"] = to_freq_last(state["W"]), to_freq_last(state["A"])
         out["Vd"], out["Vo"] = pack_hermitian(out.pop("V"))
         if self.compile:
-            for key in ("W", "A"):
+            for key in ("W", "A", "Vo"):
                 out[key] = to_planes(out[key], -4)
-            out["Vo"] = to_planes(out["Vo"], -4)
+            # contiguous (e.g. not the expanded initial bases): the compiled kernels are
+            # specialised on strides, a second layout would compile them again
+            out = {key: value.contiguous() for key, value in out.items()}
         return out
 
     def to_public(self, state: State) -> State:
@@ -210,10 +212,12 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
         out["V"] = unpack_hermitian(out.pop("Vd"), Vo).contiguous()
         return out
 
-    def frame_inputs(self, X: torch.Tensor) -> torch.Tensor:
+    def frame_inputs(self, X: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         if not self.compile:
             return super().frame_inputs(X)
-        return to_planes(X, -4).movedim(-1, 0).contiguous()  # (frames, ..., 2, M, F)
+        # (frames, ..., 2, M, F) as separate tensors: a view's storage offset would be part of
+        # the compiled kernels' guards (recompiling for the second frame)
+        return [x.clone() for x in to_planes(X, -4).movedim(-1, 0)]
 
     def frame_outputs(self, out: torch.Tensor) -> torch.Tensor:
         if not self.compile:
