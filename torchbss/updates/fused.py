@@ -1,4 +1,5 @@
-"""The online IP1 step (loaded inverse + one IP1 sweep) in real arithmetic, for ``torch.compile``.
+"""The online frame in real arithmetic, for ``torch.compile``: the IP1 step (loaded inverse + one
+IP1 sweep) and the per-frame helpers around it.
 
 :func:`~torchbss.updates.ip1_sweep` and :func:`~torchbss.updates.hermitian.hermitian_inverse`
 work on complex tensors: in eager mode one complex operator is cheaper than the four or six
