@@ -169,3 +169,36 @@ def test_ip2_in_float32_equals_float64_on_ill_conditioned_covariances():
     assert packed.dtype == torch.complex64
     torch.testing.assert_close(packed.to(ref_packed.dtype), ref_packed, rtol=1e-5,
                                atol=1e-5 * ref_packed.abs().max())  # fmt: skip
+
+
+def test_ip2_stereo_equals_the_pair_sweep_up_to_a_row_phase():
+    """Two sources on two mics take the inverse-free IP2 (``ip2_stereo``: the pencil of the
+    covariances themselves). It gives the rows of the general pair sweep up to a phase per row
+    and bin, also for small, nearly collinear covariances (scale 1e-10, condition ~1e5), where an
+    absolute floor on ``c^H V c`` once mis-normalised the second row; the IP2 conditions hold:
+    ``w_s^H V_s w_s = 1`` and ``w_1^H V_0 w_0 = 0``."""
+    from torchbss.updates import IP2
+    from torchbss.updates.hermitian import from_freq_last, pack_hermitian, to_freq_last
+    from torchbss.updates.ip import ip2_pair_sweep
+
+    g = torch.Generator().manual_seed(4)
+    s = torch.randn(2, 64, 200, dtype=torch.complex128, generator=g)
+    X = torch.stack([s[0] + s[1], s[0] + s[1] + 3e-3 * s[1]]) * 1e-5
+    X[:, :32] = torch.randn(2, 32, 200, dtype=torch.complex128, generator=g)  # well-conditioned
+    w = torch.rand(2, 64, 200, dtype=torch.float64, generator=g) + 0.1
+    V = weighted_covariance(X, w)
+    W = torch.eye(2) + 0.3 * torch.randn(64, 2, 2, dtype=torch.complex128, generator=g)
+    W = to_freq_last(W)
+    Vd, Vo = pack_hermitian(V)
+    got = IP2().update_packed(W, Vd, Vo, None)
+    pair = IP2()._inverses(Vd, Vo)
+    want = ip2_pair_sweep(W, torch.linalg.inv(W.movedim(-1, 0)).movedim(0, -1), pair, 0, 1)
+    ratio = got / want  # a unit phase per row and bin
+    torch.testing.assert_close(ratio.abs(), torch.ones_like(ratio.abs()), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(ratio, ratio[..., :1, :].expand_as(ratio), rtol=1e-6, atol=1e-6)
+    rows = from_freq_last(got).conj()  # (F, 2, M): w_0, w_1
+    Vl = IP2()._inverses(Vd, Vo).movedim(-1, 1).inverse()  # the loaded covariances (K, F, M, M)
+    q = torch.einsum("fkm,kfmn,fkn->kf", rows.conj(), Vl, rows).real
+    torch.testing.assert_close(q, torch.ones_like(q), rtol=1e-8, atol=1e-8)
+    cross = torch.einsum("fm,fmn,fn->f", rows[:, 1].conj(), Vl[0], rows[:, 0]).abs()
+    assert float(cross.max()) < 1e-8

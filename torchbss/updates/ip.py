@@ -7,7 +7,9 @@ frequency-last layout (``(..., M, M, freq)``) on the inverses of the loaded cova
 keeps ``A = W^{-1}`` in sync by Sherman-Morrison updates, so that a row costs a few elementwise
 operations over whole frequency vectors instead of a batched LAPACK solve of tiny matrices.
 IP2 has one implementation too, :func:`ip2_pair_sweep`, in the same layout, with the 2x2
-generalized eigenproblem in closed form. ``A`` is computed afresh (closed form for ``M <= 3``,
+generalized eigenproblem in closed form; for two sources on two mics the pair is the whole
+matrix and :func:`ip2_stereo` solves the same pencil from the covariances themselves, without
+inverses (the same rows up to a phase). ``A`` is computed afresh (closed form for ``M <= 3``,
 :func:`~torchbss.updates.hermitian.inverse`) at the start of every sweep (IP1) or pair (IP2),
 as a tracked inverse loses its accuracy when a row's scale jumps.
 
@@ -48,6 +50,7 @@ __all__ = [
     "ip1_sweep",
     "ip1_update",
     "ip2_pair_sweep",
+    "ip2_stereo",
     "ip2_update",
     "IP2_DEGENERATE_GAP",
 ]
@@ -242,28 +245,97 @@ def ip2_pair_sweep(
     # Hermitian parts: diagonals (real) and the (0, 1) entries
     g11, g22 = G[..., 0, 0, :].real, G[..., 1, 1, :].real  # (..., 2 s, F)
     g12 = 0.5 * (G[..., 0, 1, :] + G[..., 1, 0, :].conj())
+    degenerate, c_max, c_min = _pencil_eigenvectors(g11, g22, g12, eps)
+    c_k = _normalised(c_max, g11[..., 0, :], g22[..., 0, :], g12[..., 0, :], eps)
+    c_l = _normalised(c_min, g11[..., 1, :], g22[..., 1, :], g12[..., 1, :], eps)
+    w_k = P[..., 0, :, 0, :] * c_k[..., 0:1, :] + P[..., 0, :, 1, :] * c_k[..., 1:2, :]
+    w_l = P[..., 1, :, 0, :] * c_l[..., 0:1, :] + P[..., 1, :, 1, :] * c_l[..., 1:2, :]
+    W_ip2 = _replace_rows(W, (k, l), (w_k.conj(), w_l.conj()))
+    if degenerate is None:
+        return W_ip2
+    W_ip1, _ = ip1_sweep(W, A, V_inv, eps, [k, l])
+    return torch.where(degenerate[..., None, None, :], W_ip1, W_ip2)
+
+
+def ip2_stereo(
+    W: torch.Tensor,
+    Vd: torch.Tensor,
+    Vo: torch.Tensor,
+    load: float | torch.Tensor,
+    floor: float,
+    eps: float = 1e-12,
+) -> torch.Tensor:
+    """IP2 of a two-source, two-mic system from the covariances themselves.
+
+    With ``M = 2`` the pair is the whole matrix and :func:`ip2_pair_sweep`'s answer does not
+    depend on ``W``: ``G_s = A^H V_s^{-1} A`` with ``u = A c`` turns ``G_0 c = mu G_1 c`` into
+    ``V_1 w = mu V_0 w`` for ``w = V_0^{-1} u``. So row 0 is the eigenvector of the largest
+    ``mu`` of the pencil ``(V_1, V_0)``, row 1 the other one (``V_0``-orthogonal to it), each
+    normalised to ``w_s^H V_s w_s = 1``: the same rows up to a phase per bin (which no output
+    or cost sees), without any inverse. Degenerate or ill-conditioned pencils (now judged on
+    ``V_0``, ``V_1``) fall back to two IP1 steps, as in :func:`ip2_pair_sweep`.
+
+    Args:
+        W: ``(..., 2, 2, F)`` demixing matrices (frequency last; read only for the fallback).
+        Vd: ``(..., 2, 2, F)`` real diagonals of the two (unloaded) weighted covariances.
+        Vo: ``(..., 2, 1, F)`` their complex ``(0, 1)`` entries.
+        load, floor: the diagonal loading of :func:`loaded_inverse`.
+        eps: floor used in the square roots and normalisations.
+
+    Returns:
+        ``(..., 2, 2, F)`` new demixing matrices.
+    """
+    loaded = Vd + (load * Vd.mean(-2).clamp_min(floor)).unsqueeze(-2)
+    # pencil entries (..., 2 s, F) with s = 0: H = V_1, s = 1: L = V_0
+    g11, g22, g12 = loaded[..., :, 0, :].flip(-2), loaded[..., :, 1, :].flip(-2), Vo[..., :, 0, :]
+    g12 = g12.flip(-2)
+    degenerate, c_max, c_min = _pencil_eigenvectors(g11, g22, g12, eps)
+    w_0 = _normalised(c_max, g11[..., 1, :], g22[..., 1, :], g12[..., 1, :], eps)
+    w_1 = _normalised(c_min, g11[..., 0, :], g22[..., 0, :], g12[..., 0, :], eps)
+    W_ip2 = torch.stack([w_0.conj(), w_1.conj()], -3)
+    if degenerate is None:
+        return W_ip2
+    W_ip1, _ = ip1_sweep(W, inverse(W), loaded_inverse(Vd, Vo, load, floor), eps)
+    return torch.where(degenerate[..., None, None, :], W_ip1, W_ip2)
+
+
+def _pencil_eigenvectors(
+    g11: torch.Tensor, g22: torch.Tensor, g12: torch.Tensor, eps: float
+) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """The IP2 pencil's degenerate bins (``None`` if there are none) and its eigenvectors.
+
+    Entries ``(..., 2 s, F)`` of ``H`` (``s = 0``) and ``L`` (``s = 1``). Degenerate bins get a
+    harmless pencil (``H = diag(2, 1)``, ``L = I``) so that the discarded IP2 values there, and
+    their gradients, stay finite (``torch.where`` passes ``0 * NaN = NaN`` otherwise).
+
+    Returns:
+        ``(degenerate (..., F) or None, c_max, c_min)`` as :func:`_gen_eig_2x2`.
+    """
     degenerate = _ip2_degenerate(g11, g22, g12)
-    any_degenerate = bool(degenerate.any())
-    if any_degenerate:
-        # give the degenerate bins a harmless pencil (H = diag(2, 1), L = I), so that the IP2
-        # branch (discarded there) has finite values and gradients: torch.where passes
-        # 0 * NaN = NaN otherwise
+    if bool(degenerate.any()):
         dummy = torch.tensor([[2.0, 1.0], [1.0, 1.0]], dtype=g11.dtype, device=g11.device)
         g11 = torch.where(degenerate.unsqueeze(-2), dummy[:, 0, None], g11)
         g22 = torch.where(degenerate.unsqueeze(-2), dummy[:, 1, None], g22)
         g12 = torch.where(degenerate.unsqueeze(-2), torch.zeros_like(g12), g12)
+    else:
+        degenerate = None
     c_max, c_min = _gen_eig_2x2(g11, g22, g12, eps)
-    q_k = _quad(g11[..., 0, :], g22[..., 0, :], g12[..., 0, :], c_max)
-    q_l = _quad(g11[..., 1, :], g22[..., 1, :], g12[..., 1, :], c_min)
-    c_k = c_max / q_k.clamp_min(eps).sqrt().unsqueeze(-2)
-    c_l = c_min / q_l.clamp_min(eps).sqrt().unsqueeze(-2)
-    w_k = P[..., 0, :, 0, :] * c_k[..., 0:1, :] + P[..., 0, :, 1, :] * c_k[..., 1:2, :]
-    w_l = P[..., 1, :, 0, :] * c_l[..., 0:1, :] + P[..., 1, :, 1, :] * c_l[..., 1:2, :]
-    W_ip2 = _replace_rows(W, (k, l), (w_k.conj(), w_l.conj()))
-    if not any_degenerate:
-        return W_ip2
-    W_ip1, _ = ip1_sweep(W, A, V_inv, eps, [k, l])
-    return torch.where(degenerate[..., None, None, :], W_ip1, W_ip2)
+    return degenerate, c_max, c_min
+
+
+def _normalised(
+    c: torch.Tensor, g11: torch.Tensor, g22: torch.Tensor, g12: torch.Tensor, eps: float
+) -> torch.Tensor:
+    """``c / sqrt(c^H G c)`` for a 2x2 Hermitian ``G`` by entries ``(..., F)``.
+
+    Computed scale-free (``c`` to unit norm, ``G`` to unit trace), so that ``eps`` floors the
+    relative quantity ``c^H G c / (|c|^2 tr G)`` whatever the scale of the covariances.
+    """
+    tiny = torch.finfo(g11.dtype).tiny
+    c = c * (c.real.square() + c.imag.square()).sum(-2, keepdim=True).clamp_min(tiny).rsqrt()
+    t = (g11 + g22).clamp_min(tiny)
+    q = _quad(g11 / t, g22 / t, g12 / t, c).clamp_min(eps) * t
+    return c / q.sqrt().unsqueeze(-2)
 
 
 def _replace_rows(
@@ -440,6 +512,9 @@ class IP2(_IterativeProjection):
     def update_packed(self, W, Vd, Vo, n_valid):
         dtype, input_real = W.dtype, Vd.dtype
         W, Vd, Vo = _widen(W, Vd, Vo)  # see _widen: the pencils in double precision
+        if Vd.shape[-3:-1] == (2, 2):  # two sources, two mics: no inverse needed
+            floor = default_floor(input_real)
+            return ip2_stereo(W, Vd, Vo, self.load, floor, self.eps).to(dtype)
         V_inv = self._inverses(Vd, Vo, floor_dtype=input_real)
         n_src = V_inv.shape[-4]
         if n_src == 1:  # no pair to update: IP2 of a single row is IP1
