@@ -4,7 +4,9 @@ Run ``python -m bench.bench_online`` (``--quick`` for a smoke run). STFT 2048/51
 (1025 bins, one frame every 32 ms); latency is measured with ``torch.set_num_threads(1)``;
 RTF = compute time per frame / 32 ms (goal: <= 0.02 for online ILRMA 4x4, 10 bases), eager
 and with ``compile=True`` (each frame as compiled real-arithmetic kernels; the warm-up frames
-include the compilation, each configuration compiles from a reset cache), best of 3 blocks.
+include the compilation, each configuration compiles from a reset cache), best of 3 blocks;
+with the running frequency-permutation alignment (the default: every 8 frames over the last
+128; 11-12 times in the 92 timed frames) and without it (``realign_every=0``).
 """
 
 from __future__ import annotations
@@ -25,11 +27,13 @@ FS, N_FFT, HOP = 16000, 2048, 512
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def _make(name: str, n_src: int, compile: bool = False):
-    """The issue's configuration: defaults, online ILRMA with 10 bases and 1 inner iteration."""
+def _make(name: str, n_src: int, compile: bool = False, realign: bool = True):
+    """The issue's configuration: defaults, online ILRMA with 10 bases and 1 inner iteration;
+    ``realign=False``: without the running frequency-permutation alignment."""
+    kw = {"compile": compile} if realign else {"compile": compile, "realign_every": 0}
     if name == "online_auxiva":
-        return OnlineAuxIVA(n_src=n_src, compile=compile)
-    return OnlineILRMA(n_src=n_src, n_freq=N_FFT // 2 + 1, n_basis=10, compile=compile)
+        return OnlineAuxIVA(n_src=n_src, **kw)
+    return OnlineILRMA(n_src=n_src, n_freq=N_FFT // 2 + 1, n_basis=10, **kw)
 
 
 def _per_frame_seconds(sep, X: torch.Tensor, warmup: int, repeats: int = 3) -> float:
@@ -60,12 +64,14 @@ def latency_rows(quick: bool) -> list[dict]:
         g = torch.Generator().manual_seed(0)
         shape = (batch, mics, N_FFT // 2 + 1, n_frames)
         X = torch.randn(shape, dtype=torch.complex64, generator=g)
-        for name, compile in itertools.product(("online_auxiva", "online_ilrma"), (False, True)):
-            per_frame = _per_frame_seconds(_make(name, mics, compile), X, warmup=4)
+        configs = itertools.product(("online_auxiva", "online_ilrma"), (False, True), (True, False))
+        for name, compile, realign in configs:
+            per_frame = _per_frame_seconds(_make(name, mics, compile, realign), X, warmup=4)
             rows.append(
                 {
                     "method": name,
                     "compile": compile,
+                    "realign": realign,
                     "setup": f"{mics}x{mics}",
                     "streams": batch,
                     "ms_per_frame": 1e3 * per_frame,
@@ -116,6 +122,10 @@ def _quality_methods(n_src: int) -> dict:
     return {
         "online AuxIVA": OnlineAuxIVA(n_src=n_src),
         "online ILRMA": OnlineILRMA(n_freq=N_FFT // 2 + 1, n_src=n_src),
+        "online AuxIVA (no realignment)": OnlineAuxIVA(n_src=n_src, realign_every=0),
+        "online ILRMA (no realignment)": OnlineILRMA(
+            n_freq=N_FFT // 2 + 1, n_src=n_src, realign_every=0
+        ),
         "batch AuxIVA (default: ip2, gauss, 100 it)": AuxIVA(n_src=n_src),
         "batch ILRMA (default: ip2, 2 bases, 100 it)": ILRMA(n_src=n_src),
     }

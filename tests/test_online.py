@@ -486,7 +486,12 @@ def test_matches_solve_based_reference_on_real_mixture(model):
     mix, _, fs = load_mixture("2x2_00")
     window = torch.hann_window(512, periodic=True, dtype=torch.float64)
     X = torch.stft(mix[:, : fs * 3 // 2], 512, 128, window=window, return_complex=True)
-    sep = OnlineAuxIVA() if model == "auxiva" else OnlineILRMA(n_freq=X.shape[-2], n_src=2)
+    # the paper's algorithm: without the running permutation alignment
+    plain = {"realign_every": 0}
+    if model == "auxiva":
+        sep = OnlineAuxIVA(**plain)
+    else:
+        sep = OnlineILRMA(n_freq=X.shape[-2], n_src=2, **plain)
     Y = sep(X).sources
     # the module's parameters are stored in float32: give the reference the same values
     params = sep.parameters_for(torch.float64)
@@ -618,3 +623,110 @@ def test_compiled_separators_pickle_without_their_kernels():
         assert loaded._kernels == {} and loaded.compile
         torch.testing.assert_close(loaded(X).sources, want)
         torch.testing.assert_close(copy.deepcopy(sep)(X).sources, want)
+
+
+# ----- the running frequency-permutation alignment -----------------------------------------------
+
+
+def _random_bin_permutations(batch, n_freq: int, n_src: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    keys = torch.rand(*batch, n_freq, n_src, generator=g)
+    return keys.argsort(-1)  # (..., F, K)
+
+
+@pytest.mark.parametrize(
+    "make, mics",
+    [
+        (lambda **kw: OnlineAuxIVA(n_src=2, **kw), 2),
+        (lambda **kw: OnlineAuxIVA(n_src=2, **kw), 3),  # OverIVA background rows kept
+        (lambda **kw: OnlineILRMA(n_freq=N_FREQ, n_src=3, n_basis=2, minibatch=3, **kw), 3),
+    ],
+)
+def test_permute_state_moves_every_per_source_entry(make, mics):
+    """permute_state moves every per-source entry with its row of W: per bin, slot k takes
+    source perm[f, k] in W, A, V (and the ILRMA bases and statistics: every per-source,
+    per-bin entry of the state), the background rows stay, and A stays the inverse of W."""
+    from torchbss.separators.online.spatial import permute_state
+
+    sep = make(realign_every=0)
+    n_src = 3 if isinstance(sep, OnlineILRMA) else 2
+    X, _ = _mixture(batch=2, n_src=n_src, n_frames=70, mics=mics)
+    _, state = _run(sep, X[..., :50])
+    perm = _random_bin_permutations((2,), N_FREQ, n_src)
+    assert not torch.equal(perm, perm.sort(-1).values)
+    moved = permute_state(state, perm, sep.source_keys)
+    eye = torch.eye(mics, dtype=X.dtype).expand_as(moved["W"])
+    torch.testing.assert_close(moved["W"] @ moved["A"], eye)
+    for b, f, k in itertools.product(range(2), range(N_FREQ), range(n_src)):
+        j = int(perm[b, f, k])
+        assert torch.equal(moved["W"][b, f, k], state["W"][b, f, j])
+        for key in sep.source_keys:
+            assert torch.equal(moved[key][b, k, f], state[key][b, j, f]), key
+    if mics > n_src:  # the background rows stay
+        assert torch.equal(moved["W"][..., n_src:, :], state["W"][..., n_src:, :])
+    # every per-source, per-bin entry of the state is among the permuted ones
+    per_source = {
+        key
+        for key, value in state.items()
+        if value.ndim >= 3 and tuple(value.shape[1:3]) == (n_src, N_FREQ)
+    }
+    assert per_source == set(sep.source_keys)
+
+
+def test_realign_undoes_scrambled_bands_of_a_real_separation():
+    """After online AuxIVA (realigned every 8 frames) has run on 6 s of real speech, whole
+    bands of its demixing are swapped between the sources (what a bad start leaves behind);
+    one realignment over the last 128 frames puts back the rows of (nearly) every bin, up to
+    one global order."""
+    from conftest import load_mixture
+
+    mix, _, fs = load_mixture("2x2_01")
+    window = torch.hann_window(2048, periodic=True)
+    X = torch.stft(mix[:, : 6 * fs].float(), 2048, 512, window=window, return_complex=True)
+    sep = OnlineAuxIVA(n_src=2, realign_every=8, realign_window=128)
+    _, state = _run(sep, X)
+    F = X.shape[-2]
+    perm = torch.arange(2).repeat(F, 1)
+    for lo, hi in ((40, 160), (300, 520), (700, 760)):  # three swapped bands, 44 % of bins
+        perm[lo:hi] = perm[lo:hi].flip(-1)
+    scrambled = permute_state_public(sep, state, perm)
+    fixed = sep.to_public(sep.realign(sep.to_internal(scrambled), None))
+    W, Wf = state["W"][:, :2], fixed["W"][:, :2]
+    same = (Wf == W).all(-1).all(-1)  # (F,) bins with the original rows
+    swapped = (Wf == W.flip(-2)).all(-1).all(-1)
+    restored = max(same.float().mean(), swapped.float().mean())
+    assert restored > 0.97, float(restored)
+    torch.testing.assert_close(fixed["A"], torch.linalg.inv(fixed["W"]), rtol=1e-4, atol=1e-4)
+
+
+def permute_state_public(sep, state, perm):
+    from torchbss.separators.online.spatial import permute_state
+
+    return permute_state(state, perm, sep.source_keys)
+
+
+@pytest.mark.parametrize("make", [OnlineAuxIVA, lambda **kw: OnlineILRMA(n_freq=N_FREQ, **kw)])
+def test_realignment_is_causal_and_block_split_invariant(make):
+    """With a realignment every 3 frames over 10, the output of frame t depends on frames
+    <= t only, and any block split (and a NaN frame in one stream) gives the same outputs."""
+    X, _ = _mixture(batch=2, n_frames=40)
+    sep = make(realign_every=3, realign_window=10)
+    Y = sep(X).sources
+    torch.testing.assert_close(sep(X[..., :25]).sources, Y[..., :25], rtol=0, atol=0)
+    Yb, _ = _stream(sep, X, 7)
+    torch.testing.assert_close(Yb, Y, rtol=0, atol=0)
+    Xn = X.clone()
+    Xn[1, :, :, 5] = float("nan")
+    Yn = sep(Xn).sources
+    torch.testing.assert_close(Yn[0], Y[0], rtol=1e-12, atol=1e-12)
+    keep = [t for t in range(40) if t != 5]
+    torch.testing.assert_close(Yn[1][..., keep], sep(X[1][..., keep]).sources, rtol=1e-9, atol=1e-9)
+    assert bool((Yn[1][..., 5] == 0).all())
+
+
+def test_realign_arguments_are_checked():
+    with pytest.raises(ValueError, match="realign_every"):
+        OnlineAuxIVA(realign_every=-1)
+    with pytest.raises(ValueError, match="realign_window"):
+        OnlineAuxIVA(realign_window=1)
+    assert "recent" not in OnlineAuxIVA(realign_every=0).init_state(_mixture(n_frames=2)[0])

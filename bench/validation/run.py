@@ -139,6 +139,14 @@ def _method_table() -> dict[str, Method]:
                 kw = {"forget": forget, "load": load, "n_basis": nb}
                 name = f"online_ilrma_b{nb}_f{_fmt(forget)}_l{_fmt(load)}"
                 table.append(Method(name, "OnlineILRMA", kw, seeded=True))
+    # grid 4: the running frequency-permutation alignment of the online separators
+    # (realign_every frames, over the last realign_window frames; 0: off, the paper's algorithm)
+    for cls, short, seeded in (("OnlineAuxIVA", "auxiva", False), ("OnlineILRMA", "ilrma", True)):
+        table.append(Method(f"online_{short}_norealign", cls, {"realign_every": 0}, seeded))
+        for every in (4, 8, 16, 32):
+            for window in (64, 128, 250):
+                kw = {"realign_every": every, "realign_window": window}
+                table.append(Method(f"online_{short}_realign_e{every}_w{window}", cls, kw, seeded))
     return {m.name: m for m in table}
 
 

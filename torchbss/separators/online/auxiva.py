@@ -11,6 +11,8 @@ import torch
 
 from torchbss.separators.online.base import State, config_repr
 from torchbss.separators.online.spatial import (
+    REALIGN_EVERY,
+    REALIGN_WINDOW,
     OnlineSpatialSeparator,
     demix_frame,
     spatial_frame_planes,
@@ -87,6 +89,13 @@ class OnlineAuxIVA(OnlineSpatialSeparator):
         compile: each frame as one compiled kernel in real arithmetic
             (:func:`auxiva_frame_planes`; see
             :class:`~torchbss.separators.online.spatial.OnlineSpatialSeparator`).
+        realign_every: every this many frames, undo frequency-block permutations of the
+            current demixing: the frequency-permutation alignment of the batch separators
+            (:func:`~torchbss.updates.alignment.frequency_permutation`) on the outputs of the
+            current ``W`` over the last ``realign_window`` frames, applied to ``W``, ``A`` and
+            the per-source statistics (:meth:`~torchbss.separators.online.spatial.
+            OnlineSpatialSeparator.realign`); ``0``: off. Causal: it only looks back.
+        realign_window: frames the alignment looks back over (kept in ``state["recent"]``).
 
     Shapes:
         ``X``: ``(..., mics, freq, frames)`` complex -> ``sources``: ``(..., n_src, freq,
@@ -108,10 +117,12 @@ class OnlineAuxIVA(OnlineSpatialSeparator):
         checkpoint: bool = False,
         checkpoint_block: int = 32,
         compile: bool = False,
+        realign_every: int = REALIGN_EVERY,
+        realign_window: int = REALIGN_WINDOW,
     ) -> None:
         super().__init__(
             n_src, ref_mic, load, forget, eps, trainable, forget_per_freq, n_freq, tbptt,
-            checkpoint, checkpoint_block, compile,
+            checkpoint, checkpoint_block, compile, realign_every, realign_window,
         )  # fmt: skip
         self.source_model = as_source_model(source_model)
 

@@ -243,6 +243,25 @@ class OnlineSeparator(Separator):
         """The result of a block from the (converted) frame outputs ``(..., frames)``."""
         return SeparationResult(sources=out, state=state)
 
+    def begin_block(self, state: State) -> State:
+        """Called on the internal state before a block's frame loop (default: as is)."""
+        return state
+
+    def after_frame(
+        self, x: torch.Tensor, before: torch.Tensor, state: State, count: int | None
+    ) -> State:
+        """Called after every frame on the internal state (default: as is).
+
+        Args:
+            x: ``(..., [mics,] freq)`` the frame as it came in (complex, possibly non-finite).
+            before: ``(...)`` the frame counters before the frame (a stream whose counter did
+                not advance skipped the frame).
+            state: the internal state after the frame.
+            count: the common counter before the frame when every stream has one and the
+                block is finite (no frame skipped), else ``None``.
+        """
+        return state
+
     # ----- state validation ----------------------------------------------------------------------
     def check_state(self, X: torch.Tensor, state: object) -> State:
         """Validate ``state`` against this separator and the block ``X``; return it."""
@@ -322,6 +341,7 @@ class OnlineSeparator(Separator):
         """
         n_frames = X.shape[-1]
         frames = self.frame_inputs(X)
+        state = self.begin_block(state)
         fast = bool(torch.isfinite(X).all())
         count = None
         if fast:
@@ -335,6 +355,7 @@ class OnlineSeparator(Separator):
         for t in range(n_frames):
             if self.tbptt is not None and (start + t) > 0 and (start + t) % self.tbptt == 0:
                 state = {k: v.detach() for k, v in state.items()}
+            before, previous = state["frame"], state
             if not fast:
                 y, state = self._safe_frame(frames[t], state, params)
             else:
@@ -345,6 +366,9 @@ class OnlineSeparator(Separator):
                     y, new = self.frame(frames[t], state, params, beta, None)
                 new["frame"] = state["frame"] + 1
                 state = new
+            # entries the frame does not touch (e.g. the alignment's buffer) carry over
+            state.update((k, v) for k, v in previous.items() if k not in state)
+            state = self.after_frame(X[..., t], before, state, None if count is None else count + t)
             outs.append(y)
         return torch.stack(outs, dim=-1), state
 

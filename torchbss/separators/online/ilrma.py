@@ -15,6 +15,8 @@ from torch import nn
 from torchbss._validation import check_choice, check_positive_int, check_range
 from torchbss.separators.online.base import State, config_repr, inverse_softplus
 from torchbss.separators.online.spatial import (
+    REALIGN_EVERY,
+    REALIGN_WINDOW,
     OnlineSpatialSeparator,
     demix_frame,
     spatial_frame_planes,
@@ -175,11 +177,20 @@ class OnlineILRMA(OnlineSpatialSeparator):
         basis_jitter: half-width of the flat init's jitter.
         trainable, forget_per_freq, tbptt, checkpoint, checkpoint_block, compile: see
             :class:`~torchbss.separators.OnlineAuxIVA`.
+        realign_every: every this many frames, undo frequency-block permutations of the
+            current demixing: the frequency-permutation alignment of the batch separators
+            (:func:`~torchbss.updates.alignment.frequency_permutation`) on the outputs of the
+            current ``W`` over the last ``realign_window`` frames, applied to ``W``, ``A`` and
+            the per-source statistics (:meth:`~torchbss.separators.online.spatial.
+            OnlineSpatialSeparator.realign`); ``0``: off. Causal: it only looks back.
+        realign_window: frames the alignment looks back over (kept in ``state["recent"]``).
 
     Shapes:
         ``X``: ``(..., mics, freq, frames)`` complex -> ``sources``: ``(..., n_src, freq,
         frames)``.
     """
+
+    source_keys = ("V", "basis", "stat_num", "stat_den")
 
     def __init__(
         self,
@@ -202,13 +213,15 @@ class OnlineILRMA(OnlineSpatialSeparator):
         checkpoint: bool = False,
         checkpoint_block: int = 32,
         compile: bool = False,
+        realign_every: int = REALIGN_EVERY,
+        realign_window: int = REALIGN_WINDOW,
     ) -> None:
         check_positive_int(n_freq, "n_freq")
         check_choice(basis_init, "basis_init", ("flat", "uniform"))
         check_range(basis_jitter, "basis_jitter", 0.0, 1.0)
         super().__init__(
             n_src, ref_mic, load, forget, eps, trainable, forget_per_freq, n_freq, tbptt,
-            checkpoint, checkpoint_block, compile,
+            checkpoint, checkpoint_block, compile, realign_every, realign_window,
         )  # fmt: skip
         self.n_basis = check_positive_int(n_basis, "n_basis")
         self.minibatch = check_positive_int(minibatch, "minibatch")

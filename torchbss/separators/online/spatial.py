@@ -20,6 +20,7 @@ once per ``step`` call, not per frame.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from einops import einsum
@@ -30,6 +31,8 @@ from torchbss._validation import check_bool, check_positive_int, check_range
 from torchbss.separators.base import SeparationResult
 from torchbss.separators.online.base import OnlineSeparator, State, inverse_softplus
 from torchbss.updates import background_update, ip1_sweep, loaded_inverse
+from torchbss.updates.alignment import frequency_permutation, permute_demixing
+from torchbss.updates.base import demix
 from torchbss.updates.fused import (
     covariance_update_planes,
     demix_planes,
@@ -47,7 +50,49 @@ from torchbss.updates.hermitian import (
     unpack_hermitian,
 )
 
-__all__ = ["OnlineSpatialSeparator", "demix_frame", "ip1_step_stacked", "spatial_frame_planes"]
+__all__ = [
+    "OnlineSpatialSeparator",
+    "REALIGN_EVERY",
+    "REALIGN_WINDOW",
+    "demix_frame",
+    "ip1_step_stacked",
+    "permute_state",
+    "spatial_frame_planes",
+]
+
+#: default period (frames) of the running frequency-permutation alignment (0: off) and the
+#: frames it looks back over (128 frames: 4.1 s at hop 512 / 16 kHz); chosen on the `val`
+#: rooms of the validation protocol (bench/validation, BENCHMARKS.md)
+REALIGN_EVERY = 8
+REALIGN_WINDOW = 128
+
+
+def permute_state(state: State, perm: torch.Tensor, source_keys: Sequence[str]) -> State:
+    """A public online state with its sources permuted per bin.
+
+    Args:
+        state: public state: ``W`` ``(..., freq, R, M)``, ``A = W^{-1}`` ``(..., freq, M, R)``
+            and the per-source entries ``(..., K, freq, ...)`` named in ``source_keys``.
+        perm: ``(..., freq, K)`` int64: slot ``k`` of bin ``f`` takes source ``perm[..., f, k]``
+            (:func:`~torchbss.updates.alignment.frequency_permutation`).
+        source_keys: the per-source entries to permute.
+
+    Returns:
+        A new dict: the first ``K`` rows of ``W``, columns of ``A`` and per-source entries
+        permuted (an OverIVA background is kept); ``A`` stays the inverse of ``W``.
+    """
+    out = dict(state)
+    n_src = perm.shape[-1]
+    out["W"] = permute_demixing(state["W"], perm)
+    A = state["A"]
+    index = perm[..., None, :].expand(*perm.shape[:-1], A.shape[-2], n_src)  # (..., F, M, K)
+    out["A"] = torch.cat([A[..., :n_src].gather(-1, index), A[..., n_src:]], dim=-1)
+    slots = perm.transpose(-1, -2)  # (..., K, F): the source each slot takes
+    for key in source_keys:
+        value = state[key]
+        index = slots.reshape(slots.shape + (1,) * (value.ndim - slots.ndim))
+        out[key] = value.gather(slots.ndim - 2, index.expand_as(value))
+    return out
 
 
 def demix_frame(W: torch.Tensor, x: torch.Tensor, n_src: int) -> torch.Tensor:
@@ -128,11 +173,15 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
         checkpoint: bool,
         checkpoint_block: int,
         compile: bool = False,
+        realign_every: int = REALIGN_EVERY,
+        realign_window: int = REALIGN_WINDOW,
     ) -> None:
         super().__init__(
             forget, eps, trainable, forget_per_freq, n_freq, tbptt, checkpoint, checkpoint_block
         )
         self.compile = check_bool(compile, "compile")
+        self.realign_every = check_positive_int(realign_every, "realign_every", minimum=0)
+        self.realign_window = check_positive_int(realign_window, "realign_window", minimum=2)
         if n_src is not None:
             check_positive_int(n_src, "n_src")
         self.n_src = n_src
@@ -183,6 +232,8 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
         }
         if n_src < n_mics:
             state["C"] = torch.zeros(batch + (n_freq, n_mics, n_mics), **opts)
+        if self.realign_every:
+            state["recent"] = torch.zeros(batch + (n_mics, n_freq, self.realign_window), **opts)
         return state
 
     def state_block_shape(self, state: State) -> tuple[int, ...] | None:
@@ -211,6 +262,62 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
         out["W"], out["A"] = from_freq_last(W), from_freq_last(A)
         out["V"] = unpack_hermitian(out.pop("Vd"), Vo).contiguous()
         return out
+
+    # ----- the running frequency-permutation alignment -----------------------------------------
+    #: per-source state entries ``(..., K, freq, ...)`` permuted with the rows of ``W``
+    source_keys: tuple[str, ...] = ("V",)
+
+    def begin_block(self, state: State) -> State:
+        if "recent" in state:  # written in place below: never the caller's tensor
+            state = {**state, "recent": state["recent"].clone()}
+        return state
+
+    def after_frame(self, x, before, state, count):
+        if not self.realign_every:
+            return state
+        recent, window, every = state["recent"], self.realign_window, self.realign_every
+        after = state["frame"]
+        if count is not None:  # the usual case: one counter, no skipped frame, no host sync
+            recent[..., count % window] = x.detach()
+            if (count + 1) % every:
+                return state
+            due = None
+        else:
+            moved = after != before  # (...): streams that took this frame
+            slot = (before % window).reshape(before.shape + (1, 1, 1))
+            slot = slot.expand(recent.shape[:-1] + (1,))
+            old = recent.gather(-1, slot)[..., 0]
+            new = torch.where(moved[..., None, None], x.detach(), old)
+            recent.scatter_(-1, slot, new[..., None])
+            due = moved & (after % every == 0)
+            if not bool(due.any()):
+                return state
+        return self.realign(state, due)
+
+    def realign(self, state: State, due: torch.Tensor | None) -> State:
+        """Undo frequency-block permutations of the current demixing (internal state).
+
+        The current ``W`` demixes the last ``realign_window`` frames (``state["recent"]``);
+        :func:`~torchbss.updates.alignment.frequency_permutation` finds the per-bin permutation
+        of its outputs that aligns their power-ratio envelopes, and the rows of ``W``, the
+        columns of ``A`` and the per-source statistics (:attr:`source_keys`) of every bin are
+        permuted alike, so the recursion goes on from the aligned solution. ``due``: ``(...)``
+        streams to realign (``None``: all). The choice passes no gradient; the permuted state
+        does.
+        """
+        public = self.to_public(state)
+        recent, window = public["recent"], self.realign_window
+        W = public["W"]
+        n_src = public["V"].shape[-4]
+        filled = public["frame"].clamp_max(window)[..., None]  # (..., 1)
+        mask = torch.arange(window, device=recent.device) < filled  # (..., window)
+        with torch.no_grad():
+            Y = demix(W.detach(), recent, n_src)  # (..., K, F, window)
+            perm = frequency_permutation(Y, frame_mask=mask)  # (..., F, K)
+        if due is not None:
+            identity = torch.arange(n_src, device=perm.device).expand_as(perm)
+            perm = torch.where(due[..., None, None], perm, identity)
+        return self.to_internal(permute_state(public, perm, self.source_keys))
 
     def frame_inputs(self, X: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         if not self.compile:
