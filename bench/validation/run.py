@@ -147,6 +147,9 @@ def _method_table() -> dict[str, Method]:
             for window in (64, 128, 250):
                 kw = {"realign_every": every, "realign_window": window}
                 table.append(Method(f"online_{short}_realign_e{every}_w{window}", cls, kw, seeded))
+        for rounds in (1, 2, 3):  # fewer alignment rounds per realignment (cheaper)
+            kw = {"realign_every": 8, "realign_window": 128, "realign_rounds": rounds}
+            table.append(Method(f"online_{short}_realign_e8_w128_r{rounds}", cls, kw, seeded))
     return {m.name: m for m in table}
 
 

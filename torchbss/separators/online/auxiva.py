@@ -12,6 +12,7 @@ import torch
 from torchbss.separators.online.base import State, config_repr
 from torchbss.separators.online.spatial import (
     REALIGN_EVERY,
+    REALIGN_ROUNDS,
     REALIGN_WINDOW,
     OnlineSpatialSeparator,
     demix_frame,
@@ -96,6 +97,8 @@ class OnlineAuxIVA(OnlineSpatialSeparator):
             the per-source statistics (:meth:`~torchbss.separators.online.spatial.
             OnlineSpatialSeparator.realign`); ``0``: off. Causal: it only looks back.
         realign_window: frames the alignment looks back over (kept in ``state["recent"]``).
+        realign_rounds: most centroid / assignment rounds of one realignment (the next one
+            goes on from its result).
 
     Shapes:
         ``X``: ``(..., mics, freq, frames)`` complex -> ``sources``: ``(..., n_src, freq,
@@ -119,10 +122,11 @@ class OnlineAuxIVA(OnlineSpatialSeparator):
         compile: bool = False,
         realign_every: int = REALIGN_EVERY,
         realign_window: int = REALIGN_WINDOW,
+        realign_rounds: int = REALIGN_ROUNDS,
     ) -> None:
         super().__init__(
             n_src, ref_mic, load, forget, eps, trainable, forget_per_freq, n_freq, tbptt,
-            checkpoint, checkpoint_block, compile, realign_every, realign_window,
+            checkpoint, checkpoint_block, compile, realign_every, realign_window, realign_rounds,
         )  # fmt: skip
         self.source_model = as_source_model(source_model)
 
@@ -134,8 +138,10 @@ class OnlineAuxIVA(OnlineSpatialSeparator):
 
         Returns:
             dict with ``W`` ``(..., freq, mics, mics)`` (identity), its inverse ``A``, ``V``
-            ``(..., n_src, freq, mics, mics)`` (zeros), ``frame`` ``(...,)`` int64, and ``C``
-            ``(..., freq, mics, mics)`` when ``n_src < mics``.
+            ``(..., n_src, freq, mics, mics)`` (zeros), ``frame`` ``(...,)`` int64, ``C``
+            ``(..., freq, mics, mics)`` when ``n_src < mics``, and ``recent``
+            ``(..., mics, freq, realign_window)`` (the frames the realignment looks back over,
+            zeros) when ``realign_every > 0``.
         """
         return self.spatial_state(self.prepare_block(X))
 

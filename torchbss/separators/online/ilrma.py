@@ -16,6 +16,7 @@ from torchbss._validation import check_choice, check_positive_int, check_range
 from torchbss.separators.online.base import State, config_repr, inverse_softplus
 from torchbss.separators.online.spatial import (
     REALIGN_EVERY,
+    REALIGN_ROUNDS,
     REALIGN_WINDOW,
     OnlineSpatialSeparator,
     demix_frame,
@@ -184,6 +185,8 @@ class OnlineILRMA(OnlineSpatialSeparator):
             the per-source statistics (:meth:`~torchbss.separators.online.spatial.
             OnlineSpatialSeparator.realign`); ``0``: off. Causal: it only looks back.
         realign_window: frames the alignment looks back over (kept in ``state["recent"]``).
+        realign_rounds: most centroid / assignment rounds of one realignment (the next one
+            goes on from its result).
 
     Shapes:
         ``X``: ``(..., mics, freq, frames)`` complex -> ``sources``: ``(..., n_src, freq,
@@ -215,13 +218,14 @@ class OnlineILRMA(OnlineSpatialSeparator):
         compile: bool = False,
         realign_every: int = REALIGN_EVERY,
         realign_window: int = REALIGN_WINDOW,
+        realign_rounds: int = REALIGN_ROUNDS,
     ) -> None:
         check_positive_int(n_freq, "n_freq")
         check_choice(basis_init, "basis_init", ("flat", "uniform"))
         check_range(basis_jitter, "basis_jitter", 0.0, 1.0)
         super().__init__(
             n_src, ref_mic, load, forget, eps, trainable, forget_per_freq, n_freq, tbptt,
-            checkpoint, checkpoint_block, compile, realign_every, realign_window,
+            checkpoint, checkpoint_block, compile, realign_every, realign_window, realign_rounds,
         )  # fmt: skip
         self.n_basis = check_positive_int(n_basis, "n_basis")
         self.minibatch = check_positive_int(minibatch, "minibatch")
@@ -254,8 +258,9 @@ class OnlineILRMA(OnlineSpatialSeparator):
             X: ``(..., mics, freq, frames)`` complex.
 
         Returns:
-            dict with ``W``, ``A``, ``V`` (and ``C``) as :class:`OnlineAuxIVA`, ``basis``
-            ``(..., n_src, freq, n_basis)``, ``activation`` ``(..., n_src, n_basis)`` (ones),
+            dict with ``W``, ``A``, ``V`` (and ``C``, ``recent``) as :class:`OnlineAuxIVA`,
+            ``basis`` ``(..., n_src, freq, n_basis)``, ``activation`` ``(..., n_src, n_basis)``
+            (ones),
             ``stat_num``, ``stat_den`` ``(..., n_src, freq, n_basis)`` (zeros), ``frame``.
         """
         X = self.prepare_block(X)

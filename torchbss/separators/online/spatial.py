@@ -3,11 +3,12 @@ the IP1 sweep (the batch separators' own :func:`~torchbss.updates.ip1_sweep`), t
 background and the output scale.
 
 Public state: ``W``, ``A = W^{-1}`` ``(..., freq, M, M)``, ``V`` ``(..., K, freq, M, M)``,
-``C`` ``(..., freq, M, M)`` (only with ``n_src < mics``). Inside the frame loop ``W``, ``A``
-are frequency-last ``(..., M, M, freq)`` and ``V`` packed (real diagonal ``Vd``
-``(..., K, M, freq)``, strict upper triangle ``Vo`` ``(..., K, M (M - 1) / 2, freq)``), so the
-per-bin ``M x M`` algebra runs as elementwise operations over contiguous frequency vectors.
-The conversion is exact.
+``C`` ``(..., freq, M, M)`` (only with ``n_src < mics``), ``recent`` ``(..., M, freq, window)``
+(the last frames, for the running frequency-permutation alignment; only with
+``realign_every > 0``). Inside the frame loop ``W``, ``A`` are frequency-last
+``(..., M, M, freq)`` and ``V`` packed (real diagonal ``Vd`` ``(..., K, M, freq)``, strict
+upper triangle ``Vo`` ``(..., K, M (M - 1) / 2, freq)``), so the per-bin ``M x M`` algebra
+runs as elementwise operations over contiguous frequency vectors. The conversion is exact.
 
 With ``compile=True`` the frame loop runs in real arithmetic (TorchInductor generates no code
 for complex tensors): each frame is one compiled call of the separator's ``*_frame_planes``
@@ -53,6 +54,7 @@ from torchbss.updates.hermitian import (
 __all__ = [
     "OnlineSpatialSeparator",
     "REALIGN_EVERY",
+    "REALIGN_ROUNDS",
     "REALIGN_WINDOW",
     "demix_frame",
     "ip1_step_stacked",
@@ -65,6 +67,8 @@ __all__ = [
 #: rooms of the validation protocol (bench/validation, BENCHMARKS.md)
 REALIGN_EVERY = 8
 REALIGN_WINDOW = 128
+#: most centroid / assignment rounds of one realignment (the next one goes on from its result)
+REALIGN_ROUNDS = 2
 
 
 def permute_state(state: State, perm: torch.Tensor, source_keys: Sequence[str]) -> State:
@@ -175,6 +179,7 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
         compile: bool = False,
         realign_every: int = REALIGN_EVERY,
         realign_window: int = REALIGN_WINDOW,
+        realign_rounds: int = REALIGN_ROUNDS,
     ) -> None:
         super().__init__(
             forget, eps, trainable, forget_per_freq, n_freq, tbptt, checkpoint, checkpoint_block
@@ -182,6 +187,7 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
         self.compile = check_bool(compile, "compile")
         self.realign_every = check_positive_int(realign_every, "realign_every", minimum=0)
         self.realign_window = check_positive_int(realign_window, "realign_window", minimum=2)
+        self.realign_rounds = check_positive_int(realign_rounds, "realign_rounds")
         if n_src is not None:
             check_positive_int(n_src, "n_src")
         self.n_src = n_src
@@ -313,7 +319,7 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
         mask = torch.arange(window, device=recent.device) < filled  # (..., window)
         with torch.no_grad():
             Y = demix(W.detach(), recent, n_src)  # (..., K, F, window)
-            perm = frequency_permutation(Y, frame_mask=mask)  # (..., F, K)
+            perm = frequency_permutation(Y, mask, self.realign_rounds)  # (..., F, K)
         if due is not None:
             identity = torch.arange(n_src, device=perm.device).expand_as(perm)
             perm = torch.where(due[..., None, None], perm, identity)
