@@ -36,7 +36,7 @@ from torchbss._validation import check_complex, check_positive_int, check_tensor
 from torchbss.metrics.permutation import solve_permutation
 from torchbss.source_models.base import masked_frame_mean, power
 
-__all__ = ["frequency_permutation", "permute_sources", "permute_demixing"]
+__all__ = ["frequency_permutation", "power_permutation", "permute_sources", "permute_demixing"]
 
 
 def frequency_permutation(
@@ -58,8 +58,24 @@ def frequency_permutation(
     check_tensor(Y, "Y", min_ndim=3, layout="(..., sources, freq, frames)")
     check_complex(Y, "Y")
     check_positive_int(max_rounds, "max_rounds")
-    n_src, n_freq = Y.shape[-3], Y.shape[-2]
-    P = power(Y.detach())  # (..., K, F, T)
+    return power_permutation(power(Y.detach()), frame_mask, max_rounds)
+
+
+def power_permutation(
+    P: torch.Tensor, frame_mask: torch.Tensor | None = None, max_rounds: int = 10
+) -> torch.Tensor:
+    """:func:`frequency_permutation` from the output powers ``|y_kft|^2``.
+
+    Args:
+        P: ``(..., sources, freq, frames)`` real, non-negative (detached).
+        frame_mask: optional ``(..., frames)`` {0, 1} mask of valid frames.
+        max_rounds: most centroid / assignment rounds.
+
+    Returns:
+        ``perm`` ``(..., freq, sources)`` int64 (see :func:`frequency_permutation`).
+    """
+    check_positive_int(max_rounds, "max_rounds")
+    n_src, n_freq = P.shape[-3], P.shape[-2]
     real = P.dtype
     tiny = torch.finfo(real).tiny
     ratio = P / P.sum(-3, keepdim=True).clamp_min(tiny)
@@ -71,8 +87,8 @@ def frequency_permutation(
     energy = P.sum((-3, -1))  # (..., F)
     median = energy.median(-1, keepdim=True).values.clamp_min(tiny)
     weight = torch.log1p(energy / median)  # (..., F)
-    lead = Y.shape[:-3]
-    identity = torch.arange(n_src, device=Y.device)
+    lead = P.shape[:-3]
+    identity = torch.arange(n_src, device=P.device)
     perm = identity.expand(*lead, n_freq, n_src).clone()
     if n_src == 1:
         return perm

@@ -140,8 +140,8 @@ class OnlineAuxIVA(OnlineSpatialSeparator):
             dict with ``W`` ``(..., freq, mics, mics)`` (identity), its inverse ``A``, ``V``
             ``(..., n_src, freq, mics, mics)`` (zeros), ``frame`` ``(...,)`` int64, ``C``
             ``(..., freq, mics, mics)`` when ``n_src < mics``, and ``recent``
-            ``(..., mics, freq, realign_window)`` (the frames the realignment looks back over,
-            zeros) when ``realign_every > 0``.
+            ``(..., freq, 2 mics, realign_window)`` real (the frames the realignment looks back
+            over, zeros) when ``realign_every > 0``.
         """
         return self.spatial_state(self.prepare_block(X))
 

@@ -3,8 +3,9 @@ the IP1 sweep (the batch separators' own :func:`~torchbss.updates.ip1_sweep`), t
 background and the output scale.
 
 Public state: ``W``, ``A = W^{-1}`` ``(..., freq, M, M)``, ``V`` ``(..., K, freq, M, M)``,
-``C`` ``(..., freq, M, M)`` (only with ``n_src < mics``), ``recent`` ``(..., M, freq, window)``
-(the last frames, for the running frequency-permutation alignment; only with
+``C`` ``(..., freq, M, M)`` (only with ``n_src < mics``), ``recent``
+``(..., freq, 2 M, window)`` real (the last frames as rows ``[Re x; Im x]`` per bin,
+ring-buffered by the frame counter, for the running frequency-permutation alignment; only with
 ``realign_every > 0``). Inside the frame loop ``W``, ``A`` are frequency-last
 ``(..., M, M, freq)`` and ``V`` packed (real diagonal ``Vd`` ``(..., K, M, freq)``, strict
 upper triangle ``Vo`` ``(..., K, M (M - 1) / 2, freq)``), so the per-bin ``M x M`` algebra
@@ -32,8 +33,8 @@ from torchbss._validation import check_bool, check_positive_int, check_range
 from torchbss.separators.base import SeparationResult
 from torchbss.separators.online.base import OnlineSeparator, State, inverse_softplus
 from torchbss.updates import background_update, ip1_sweep, loaded_inverse
-from torchbss.updates.alignment import frequency_permutation, permute_demixing
-from torchbss.updates.base import demix
+from torchbss.updates.alignment import permute_demixing, power_permutation
+from torchbss.updates.base import demix_power
 from torchbss.updates.fused import (
     covariance_update_planes,
     demix_planes,
@@ -238,8 +239,9 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
         }
         if n_src < n_mics:
             state["C"] = torch.zeros(batch + (n_freq, n_mics, n_mics), **opts)
-        if self.realign_every:
-            state["recent"] = torch.zeros(batch + (n_mics, n_freq, self.realign_window), **opts)
+        if self.realign_every:  # the last frames, planar: rows [Re x; Im x] per bin
+            shape = batch + (n_freq, 2 * n_mics, self.realign_window)
+            state["recent"] = torch.zeros(shape, dtype=X.real.dtype, device=X.device)
         return state
 
     def state_block_shape(self, state: State) -> tuple[int, ...] | None:
@@ -282,44 +284,49 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
         if not self.realign_every:
             return state
         recent, window, every = state["recent"], self.realign_window, self.realign_every
-        after = state["frame"]
+        n_mics = x.shape[-2]
+        xt = x.detach().transpose(-1, -2)  # (..., F, M)
         if count is not None:  # the usual case: one counter, no skipped frame, no host sync
-            recent[..., count % window] = x.detach()
+            recent[..., :n_mics, count % window] = xt.real
+            recent[..., n_mics:, count % window] = xt.imag
             if (count + 1) % every:
                 return state
-            due = None
-        else:
-            moved = after != before  # (...): streams that took this frame
-            slot = (before % window).reshape(before.shape + (1, 1, 1))
-            slot = slot.expand(recent.shape[:-1] + (1,))
-            old = recent.gather(-1, slot)[..., 0]
-            new = torch.where(moved[..., None, None], x.detach(), old)
-            recent.scatter_(-1, slot, new[..., None])
-            due = moved & (after % every == 0)
-            if not bool(due.any()):
-                return state
+            return self.realign(state, None, count + 1)
+        after = state["frame"]
+        moved = after != before  # (...): streams that took this frame
+        slot = (before % window).reshape(before.shape + (1, 1, 1))
+        slot = slot.expand(recent.shape[:-1] + (1,))
+        old = recent.gather(-1, slot)[..., 0]
+        new = torch.where(moved[..., None, None], torch.cat([xt.real, xt.imag], -1), old)
+        recent.scatter_(-1, slot, new[..., None])
+        due = moved & (after % every == 0)
+        if not bool(due.any()):
+            return state
         return self.realign(state, due)
 
-    def realign(self, state: State, due: torch.Tensor | None) -> State:
+    def realign(self, state: State, due: torch.Tensor | None, count: int | None = None) -> State:
         """Undo frequency-block permutations of the current demixing (internal state).
 
         The current ``W`` demixes the last ``realign_window`` frames (``state["recent"]``);
-        :func:`~torchbss.updates.alignment.frequency_permutation` finds the per-bin permutation
-        of its outputs that aligns their power-ratio envelopes, and the rows of ``W``, the
-        columns of ``A`` and the per-source statistics (:attr:`source_keys`) of every bin are
-        permuted alike, so the recursion goes on from the aligned solution. ``due``: ``(...)``
-        streams to realign (``None``: all). The choice passes no gradient; the permuted state
-        does.
+        :func:`~torchbss.updates.alignment.power_permutation` (the batch alignment) finds the
+        per-bin permutation of its outputs that aligns their power-ratio envelopes, and the rows
+        of ``W``, the columns of ``A`` and the per-source statistics (:attr:`source_keys`) of
+        every bin are permuted alike, so the recursion goes on from the aligned solution.
+        ``due``: ``(...)`` streams to realign (``None``: all); ``count``: the frames every
+        stream has seen, when known (a full window needs no frame mask). The choice passes no
+        gradient; the permuted state does.
         """
         public = self.to_public(state)
         recent, window = public["recent"], self.realign_window
         W = public["W"]
         n_src = public["V"].shape[-4]
-        filled = public["frame"].clamp_max(window)[..., None]  # (..., 1)
-        mask = torch.arange(window, device=recent.device) < filled  # (..., window)
+        mask = None
+        if count is None or count < window:  # slots not yet written count for nothing
+            filled = public["frame"].clamp_max(window)[..., None]  # (..., 1)
+            mask = torch.arange(window, device=recent.device) < filled  # (..., window)
         with torch.no_grad():
-            Y = demix(W.detach(), recent, n_src)  # (..., K, F, window)
-            perm = frequency_permutation(Y, mask, self.realign_rounds)  # (..., F, K)
+            P = demix_power(to_freq_last(W.detach()), recent, n_src)  # (..., K, F, window)
+            perm = power_permutation(P, mask, self.realign_rounds)  # (..., F, K)
         if due is not None:
             identity = torch.arange(n_src, device=perm.device).expand_as(perm)
             perm = torch.where(due[..., None, None], perm, identity)
