@@ -105,6 +105,19 @@ def test_bad_input_is_refused():
         frequency_permutation(torch.randn(2, 33, 20, dtype=torch.complex64), max_rounds=0)
     with pytest.raises(TypeError, match="align_permutations must be True or False"):
         torchbss.AuxIVA(align_permutations="yes")
+    with pytest.raises(TypeError, match="real output powers"):
+        torchbss.updates.power_permutation(torch.randn(2, 33, 20, dtype=torch.complex64))
+    with pytest.raises(ValueError, match="P"):
+        torchbss.updates.power_permutation(torch.rand(33, 20))
+
+
+def test_power_permutation_is_the_alignment_of_the_powers():
+    g = torch.Generator().manual_seed(1)
+    Y = torch.randn(2, 3, 65, 40, dtype=torch.complex128, generator=g)
+    P = Y.abs() ** 2
+    mask = torch.ones(2, 40)
+    mask[1, 30:] = 0
+    assert torch.equal(torchbss.updates.power_permutation(P, mask), frequency_permutation(Y, mask))
 
 
 def test_permute_demixing_keeps_background_rows():

@@ -12,7 +12,12 @@ per frame). See :mod:`torchbss.updates.base` for the notation and the update con
 * :mod:`~torchbss.updates.hermitian`: tiny Hermitian algebra in a frequency-last layout.
 """
 
-from torchbss.updates.alignment import frequency_permutation, permute_demixing, permute_sources
+from torchbss.updates.alignment import (
+    frequency_permutation,
+    permute_demixing,
+    permute_sources,
+    power_permutation,
+)
 from torchbss.updates.base import SpatialUpdate, UpdateCache, demix
 from torchbss.updates.covariance import (
     DEFAULT_LOAD,
@@ -52,6 +57,7 @@ __all__ = [
     "projection_back",
     "minimum_distortion",
     "frequency_permutation",
+    "power_permutation",
     "permute_sources",
     "permute_demixing",
 ]

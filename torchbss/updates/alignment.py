@@ -74,6 +74,9 @@ def power_permutation(
     Returns:
         ``perm`` ``(..., freq, sources)`` int64 (see :func:`frequency_permutation`).
     """
+    check_tensor(P, "P", min_ndim=3, layout="(..., sources, freq, frames)")
+    if not P.is_floating_point():
+        raise TypeError(f"P must be real output powers |y|^2, got dtype {P.dtype}")
     check_positive_int(max_rounds, "max_rounds")
     n_src, n_freq = P.shape[-3], P.shape[-2]
     real = P.dtype
