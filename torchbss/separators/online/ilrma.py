@@ -176,17 +176,10 @@ class OnlineILRMA(OnlineSpatialSeparator):
             of the frame``, and learns spectral shapes as the bases adapt; the jitter breaks the
             symmetry between bases), or ``"uniform"``: ``U(0.1, 1)`` (Kitamura's batch init).
         basis_jitter: half-width of the flat init's jitter.
-        trainable, forget_per_freq, tbptt, checkpoint, checkpoint_block, compile: see
-            :class:`~torchbss.separators.OnlineAuxIVA`.
-        realign_every: every this many frames, undo frequency-block permutations of the
-            current demixing: the frequency-permutation alignment of the batch separators
-            (:func:`~torchbss.updates.alignment.frequency_permutation`) on the outputs of the
-            current ``W`` over the last ``realign_window`` frames, applied to ``W``, ``A`` and
-            the per-source statistics (:meth:`~torchbss.separators.online.spatial.
-            OnlineSpatialSeparator.realign`); ``0``: off. Causal: it only looks back.
-        realign_window: frames the alignment looks back over (kept in ``state["recent"]``).
-        realign_rounds: most centroid / assignment rounds of one realignment (the next one
-            goes on from its result).
+        trainable, forget_per_freq, tbptt, checkpoint, checkpoint_block, compile,
+            realign_every, realign_window, realign_rounds: see
+            :class:`~torchbss.separators.OnlineAuxIVA` (``realign_*``: the running
+            frequency-permutation alignment, on by default).
 
     Shapes:
         ``X``: ``(..., mics, freq, frames)`` complex -> ``sources``: ``(..., n_src, freq,
