@@ -124,7 +124,10 @@ def _block_demix(W: torch.Tensor, Xp: torch.Tensor, n_src: int, work: torch.Tens
     """Real and imaginary parts of ``Y = W X``: ``(..., F, 2 K, T)`` by one real matmul."""
     Wk = W[..., :n_src, :, :].movedim(-1, -3)  # (..., F, K, M)
     Wr, Wi = Wk.real, Wk.imag
-    block = torch.cat([torch.cat([Wr, -Wi], -1), torch.cat([Wi, Wr], -1)], -2).to(Xp.dtype)
+    block = torch.cat([torch.cat([Wr, -Wi], -1), torch.cat([Wi, Wr], -1)], -2)
+    # contiguous: cat keeps the frequency-innermost strides of W, and a batched matmul over
+    # such a layout falls back to one small GEMM per matrix (~10x slower)
+    block = block.to(Xp.dtype, memory_format=torch.contiguous_format)
     if work is None or torch.is_grad_enabled() and (W.requires_grad or Xp.requires_grad):
         return block @ Xp
     return torch.matmul(block, Xp, out=work)
