@@ -81,13 +81,19 @@ def power_permutation(
     n_src, n_freq = P.shape[-3], P.shape[-2]
     real = P.dtype
     tiny = torch.finfo(real).tiny
-    ratio = P / P.sum(-3, keepdim=True).clamp_min(tiny)
-    ratio = ratio - masked_frame_mean(ratio, frame_mask)[..., None]
+    # in the (..., F, K, T) layout (z then is the (F K, T) matrix below without a copy), one
+    # full-size tensor computed in place (P is detached)
+    Pf = P.detach().movedim(-3, -2)  # (..., F, K, T)
+    total = Pf.sum(-2, keepdim=True)  # (..., F, 1, T)
+    mask = None
     if frame_mask is not None:  # padded frames count for nothing below
         mask = frame_mask.to(real)[..., None, None, :]  # (..., 1, 1, T)
-        ratio, P = ratio * mask, P * mask
-    z = ratio / torch.linalg.vector_norm(ratio, dim=-1, keepdim=True).clamp_min(tiny)
-    energy = P.sum((-3, -1))  # (..., F)
+    energy = (total if mask is None else total * mask).sum((-2, -1))  # (..., F)
+    z = torch.div(Pf, total.clamp_min_(tiny)).contiguous()
+    z.sub_(masked_frame_mean(z, frame_mask)[..., None])
+    if mask is not None:
+        z.mul_(mask)
+    z.div_(torch.linalg.vector_norm(z, dim=-1, keepdim=True).clamp_min_(tiny))
     median = energy.median(-1, keepdim=True).values.clamp_min(tiny)
     weight = torch.log1p(energy / median)  # (..., F)
     lead = P.shape[:-3]
@@ -97,7 +103,7 @@ def power_permutation(
         return perm
     # z as one (F K, T) matrix per mixture: each round is two GEMMs, the centroids
     # c = (w one_hot(perm)) z and the scores z c^T, with no per-round copy of z
-    zf = z.transpose(-3, -2).reshape(*lead, n_freq * n_src, z.shape[-1])  # (..., F K, T)
+    zf = z.reshape(*lead, n_freq * n_src, z.shape[-1])  # (..., F K, T)
     for _ in range(max_rounds):
         assign = torch.nn.functional.one_hot(perm, n_src).to(real)  # (..., F, K slot, K src)
         assign = assign * weight[..., None, None]
