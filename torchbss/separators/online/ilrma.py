@@ -253,8 +253,8 @@ class OnlineILRMA(OnlineSpatialSeparator):
         Returns:
             dict with ``W``, ``A``, ``V`` (and ``C``, ``recent``) as :class:`OnlineAuxIVA`,
             ``basis`` ``(..., n_src, freq, n_basis)``, ``activation`` ``(..., n_src, n_basis)``
-            (ones),
-            ``stat_num``, ``stat_den`` ``(..., n_src, freq, n_basis)`` (zeros), ``frame``.
+            (ones), ``stat_num``, ``stat_den`` ``(..., n_src, freq, n_basis)`` (zeros),
+            ``frame``.
         """
         X = self.prepare_block(X)
         state = self.spatial_state(X)

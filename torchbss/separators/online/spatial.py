@@ -33,7 +33,7 @@ from torchbss._validation import check_bool, check_positive_int, check_range
 from torchbss.separators.base import SeparationResult
 from torchbss.separators.online.base import OnlineSeparator, State, inverse_softplus
 from torchbss.updates import background_update, ip1_sweep, loaded_inverse
-from torchbss.updates.alignment import permute_demixing, power_permutation
+from torchbss.updates.alignment import permute_demixing, permute_sources, power_permutation
 from torchbss.updates.base import demix_power
 from torchbss.updates.fused import (
     covariance_update_planes,
@@ -87,16 +87,13 @@ def permute_state(state: State, perm: torch.Tensor, source_keys: Sequence[str]) 
         permuted (an OverIVA background is kept); ``A`` stays the inverse of ``W``.
     """
     out = dict(state)
-    n_src = perm.shape[-1]
     out["W"] = permute_demixing(state["W"], perm)
-    A = state["A"]
-    index = perm[..., None, :].expand(*perm.shape[:-1], A.shape[-2], n_src)  # (..., F, M, K)
-    out["A"] = torch.cat([A[..., :n_src].gather(-1, index), A[..., n_src:]], dim=-1)
-    slots = perm.transpose(-1, -2)  # (..., K, F): the source each slot takes
-    for key in source_keys:
+    # the columns of A = W^{-1} follow the rows of W
+    out["A"] = permute_demixing(state["A"].transpose(-1, -2), perm).transpose(-1, -2)
+    n_lead = perm.ndim - 2
+    for key in source_keys:  # (..., K, F, rest...) as (..., K, F, prod(rest)) for the gather
         value = state[key]
-        index = slots.reshape(slots.shape + (1,) * (value.ndim - slots.ndim))
-        out[key] = value.gather(slots.ndim - 2, index.expand_as(value))
+        out[key] = permute_sources(value.flatten(n_lead + 2), perm).reshape(value.shape)
     return out
 
 
