@@ -190,3 +190,36 @@ def test_alignment_lifts_auxiva_on_the_shared_mixtures():
         ]  # fmt: skip
     assert sum(scores[True]) / 9 >= 6.5 and min(scores[True]) >= 4.0, scores
     assert sum(scores[True]) / 9 >= sum(scores[False]) / 9 + 1.0, scores
+
+
+def test_silence_leaves_out_quiet_frames(speech_stft):
+    S = speech_stft
+    bands = [(20, 60), (100, 180)]
+    crossed = _crossed(S, bands)
+    # 400 quiet frames (-60 dB) whose power ratios tell another crossing (bins 60-100)
+    anti = _crossed(S, [(60, 100)])[..., :400] * 1e-3
+    padded = torch.cat([anti, crossed], -1)
+    frame_power = (padded.abs() ** 2).sum((0, 1))
+    median = frame_power.median()
+    expected = (frame_power >= 0.1 * median).double()
+    perm = frequency_permutation(padded, silence=0.1)
+    # exactly the alignment with the quiet frames masked out
+    assert torch.equal(perm, frequency_permutation(padded, frame_mask=expected))
+    assert expected[:400].sum() == 0 and expected[400:].mean() > 0.5
+    truth = torch.arange(2).expand(S.shape[1], 2).clone()
+    for lo, hi in bands:
+        truth[lo:hi] = torch.tensor([1, 0])
+    right = max(_energy_fraction_right(perm, t, S) for t in (truth, truth.flip(-1)))
+    assert right > 0.99
+    # silence=0 (every frame counts): the quiet frames pull about half the energy the wrong way
+    plain = frequency_permutation(padded)
+    assert max(_energy_fraction_right(plain, t, S) for t in (truth, truth.flip(-1))) < 0.7
+    # a batch item whose frames are all masked keeps the identity; the range is checked
+    P = torch.rand(2, 2, 9, 30, dtype=torch.float64)
+    P[1] = 0.0
+    out = torchbss.updates.power_permutation(P, silence=0.5)
+    assert torch.equal(out[1], torch.arange(2).expand(9, 2))
+    with pytest.raises(ValueError, match="silence"):
+        torchbss.updates.power_permutation(P, silence=1.0)
+    with pytest.raises(ValueError, match="align_silence"):
+        torchbss.AuxIVA(align_silence=-0.1)

@@ -740,4 +740,6 @@ def test_realign_arguments_are_checked():
         OnlineAuxIVA(realign_every=-1)
     with pytest.raises(ValueError, match="realign_window"):
         OnlineAuxIVA(realign_window=1)
+    with pytest.raises(ValueError, match="realign_silence"):
+        OnlineILRMA(n_freq=33, realign_silence=1.5)
     assert "recent" not in OnlineAuxIVA(realign_every=0).init_state(_mixture(n_frames=2)[0])

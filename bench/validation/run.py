@@ -111,6 +111,13 @@ def _method_table() -> dict[str, Method]:
     table.append(Method("neural_auxiva_shipped", "pretrained:neural-auxiva"))
     no_align = {"align_permutations": False}
     table.append(Method("neural_auxiva_unaligned", "pretrained:neural-auxiva", no_align))
+    # near-silent frames left out of the alignment (align_silence), for the shipped model and
+    # its classic baseline
+    for silence in (0.03, 0.1, 0.2, 0.4):
+        kw = {"align_silence": silence}
+        table.append(Method(f"neural_auxiva_s{_fmt(silence)}", "pretrained:neural-auxiva", kw))
+        kw = {"n_iter": 20, "update": "ip2", "source_model": "laplace", "align_silence": silence}
+        table.append(Method(f"auxiva_ip2_laplace_it20_aligned_s{_fmt(silence)}", "AuxIVA", kw))
     # grid 1: ILRMA warm start x bases x update (100 iterations); the grids pin
     # align_permutations=False (how their rows were computed) and the *_aligned methods add it
     for nb in (2, 10):
@@ -140,16 +147,22 @@ def _method_table() -> dict[str, Method]:
                 name = f"online_ilrma_b{nb}_f{_fmt(forget)}_l{_fmt(load)}"
                 table.append(Method(name, "OnlineILRMA", kw, seeded=True))
     # grid 4: the running frequency-permutation alignment of the online separators
-    # (realign_every frames, over the last realign_window frames; 0: off, the paper's algorithm)
+    # (realign_every frames, over the last realign_window frames; 0: off, the paper's algorithm);
+    # the every / window / rounds grids pin what they ran with (10 rounds, realign_silence=0)
     for cls, short, seeded in (("OnlineAuxIVA", "auxiva", False), ("OnlineILRMA", "ilrma", True)):
         table.append(Method(f"online_{short}_norealign", cls, {"realign_every": 0}, seeded))
         for every in (4, 8, 16, 32):
             for window in (64, 128, 250):
                 kw = {"realign_every": every, "realign_window": window}
+                kw.update(realign_rounds=10, realign_silence=0.0)  # as the grid ran
                 table.append(Method(f"online_{short}_realign_e{every}_w{window}", cls, kw, seeded))
         for rounds in (1, 2, 3):  # fewer alignment rounds per realignment (cheaper)
             kw = {"realign_every": 8, "realign_window": 128, "realign_rounds": rounds}
+            kw["realign_silence"] = 0.0
             table.append(Method(f"online_{short}_realign_e8_w128_r{rounds}", cls, kw, seeded))
+        for silence in (1e-3, 1e-2, 3e-2, 1e-1, 0.2, 0.4):  # quiet frames left out (every 8, r2)
+            kw = {"realign_silence": silence}
+            table.append(Method(f"online_{short}_realign_s{_fmt(silence)}", cls, kw, seeded))
     return {m.name: m for m in table}
 
 

@@ -40,11 +40,19 @@ def _permutation_table(n_cols: int, n_rows: int) -> tuple[tuple[int, ...], ...]:
 
 
 def _exhaustive_assignment(cost: torch.Tensor) -> torch.Tensor:
-    """Minimum-cost assignment of rows to distinct columns by trying every permutation."""
+    """Minimum-cost assignment of rows to distinct columns by trying every permutation.
+
+    The totals of all candidates are one GEMM of the flattened costs ``(..., rows cols)``
+    with the candidates' 0/1 selection matrix ``(rows cols, P)`` (a gather of
+    ``(..., P, rows)`` costs several times more on CPU for the many small problems of the
+    frequency-permutation alignment).
+    """
     n_rows, n_cols = cost.shape[-2:]
     perms = torch.tensor(_permutation_table(n_cols, n_rows), device=cost.device)  # (P, rows)
     rows = torch.arange(n_rows, device=cost.device)
-    total = cost[..., rows, perms].sum(-1)  # (..., P)
+    select = torch.zeros(n_rows * n_cols, perms.shape[0], dtype=cost.dtype, device=cost.device)
+    select[rows * n_cols + perms, torch.arange(perms.shape[0], device=cost.device)[:, None]] = 1
+    total = cost.flatten(-2) @ select  # (..., P)
     return perms[total.argmin(-1)]
 
 

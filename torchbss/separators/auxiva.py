@@ -70,6 +70,7 @@ class AuxIVA(IterativeSeparator):
         checkpoint: bool = False,
         track_cost: bool = True,
         align_permutations: bool = True,
+        align_silence: float = 0.0,
     ) -> None:
         super().__init__(
             n_iter=n_iter,
@@ -83,4 +84,5 @@ class AuxIVA(IterativeSeparator):
             checkpoint=checkpoint,
             track_cost=track_cost,
             align_permutations=align_permutations,
+            align_silence=align_silence,
         )

@@ -88,6 +88,7 @@ class ILRMA(IterativeSeparator):
         track_cost: bool = True,
         compile: bool = False,
         align_permutations: bool = True,
+        align_silence: float = 0.0,
     ) -> None:
         check_bool(compile, "compile")
         nmf_args = {"n_basis": n_basis, "eps": eps, "seed": seed, "compile": compile or None}
@@ -112,4 +113,5 @@ class ILRMA(IterativeSeparator):
             checkpoint=checkpoint,
             track_cost=track_cost,
             align_permutations=align_permutations,
+            align_silence=align_silence,
         )

@@ -70,6 +70,7 @@ from torchbss._validation import (
     check_complex,
     check_finite,
     check_positive_int,
+    check_range,
     check_tensor,
 )
 from torchbss.separators.base import Callback, SeparationResult, Separator
@@ -172,6 +173,9 @@ class IterativeSeparator(Separator):
             solution. It runs at the end of every call (``forward`` and ``step``), so ``n``
             single steps are ``n`` iterations each followed by an alignment, not one call of
             ``n`` iterations. The recorded cost is that of the iterations (before the alignment).
+        align_silence: frames quieter than this fraction of the median output frame power are
+            left out of the alignment (``silence`` of
+            :func:`~torchbss.updates.alignment.power_permutation`; ``0``: every frame counts).
     """
 
     def __init__(
@@ -187,6 +191,7 @@ class IterativeSeparator(Separator):
         checkpoint: bool = False,
         track_cost: bool = True,
         align_permutations: bool = False,
+        align_silence: float = 0.0,
     ) -> None:
         super().__init__()
         self.n_iter = check_positive_int(n_iter, "n_iter", minimum=0)
@@ -209,6 +214,7 @@ class IterativeSeparator(Separator):
         self.checkpoint = check_bool(checkpoint, "checkpoint")
         self.track_cost = check_bool(track_cost, "track_cost")
         self.align_permutations = check_bool(align_permutations, "align_permutations")
+        self.align_silence = check_range(align_silence, "align_silence", 0.0, 1.0)
 
     # ------------------------------------------------------------------ input
     def _check_input(self, X: object, frame_mask: torch.Tensor | None) -> int:
@@ -713,7 +719,7 @@ class IterativeSeparator(Separator):
         elif self.scaling == "minimum_distortion":
             Y = minimum_distortion(Y, W_full, self.ref_mic, load=1e-12)
         if self.align_permutations:
-            perm = frequency_permutation(Y, problem.frame_mask)
+            perm = frequency_permutation(Y, problem.frame_mask, silence=self.align_silence)
             Y = permute_sources(Y, perm)
             W, W_full = permute_demixing(W, perm), permute_demixing(W_full, perm)
             if isinstance(source, NMFState):  # bases (..., K, F, B) follow their bins

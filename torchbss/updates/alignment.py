@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import torch
 
-from torchbss._validation import check_complex, check_positive_int, check_tensor
+from torchbss._validation import check_complex, check_positive_int, check_range, check_tensor
 from torchbss.metrics.permutation import solve_permutation
 from torchbss.source_models.base import masked_frame_mean, power
 
@@ -40,7 +40,10 @@ __all__ = ["frequency_permutation", "power_permutation", "permute_sources", "per
 
 
 def frequency_permutation(
-    Y: torch.Tensor, frame_mask: torch.Tensor | None = None, max_rounds: int = 10
+    Y: torch.Tensor,
+    frame_mask: torch.Tensor | None = None,
+    max_rounds: int = 10,
+    silence: float = 0.0,
 ) -> torch.Tensor:
     """Per-bin permutation that aligns the sources' power-ratio envelopes.
 
@@ -49,6 +52,8 @@ def frequency_permutation(
             bin; e.g. after projection back).
         frame_mask: optional ``(..., frames)`` {0, 1} mask of valid frames.
         max_rounds: most centroid / assignment rounds (it stops earlier when no bin changes).
+        silence: frames quieter than this fraction of the median frame power are left out
+            (see :func:`power_permutation`).
 
     Returns:
         ``perm`` ``(..., freq, sources)`` int64: slot ``k`` of bin ``f`` takes source
@@ -58,11 +63,14 @@ def frequency_permutation(
     check_tensor(Y, "Y", min_ndim=3, layout="(..., sources, freq, frames)")
     check_complex(Y, "Y")
     check_positive_int(max_rounds, "max_rounds")
-    return power_permutation(power(Y.detach()), frame_mask, max_rounds)
+    return power_permutation(power(Y.detach()), frame_mask, max_rounds, silence)
 
 
 def power_permutation(
-    P: torch.Tensor, frame_mask: torch.Tensor | None = None, max_rounds: int = 10
+    P: torch.Tensor,
+    frame_mask: torch.Tensor | None = None,
+    max_rounds: int = 10,
+    silence: float = 0.0,
 ) -> torch.Tensor:
     """:func:`frequency_permutation` from the output powers ``|y_kft|^2``.
 
@@ -70,6 +78,10 @@ def power_permutation(
         P: ``(..., sources, freq, frames)`` real, non-negative (detached).
         frame_mask: optional ``(..., frames)`` {0, 1} mask of valid frames.
         max_rounds: most centroid / assignment rounds.
+        silence: frames whose output power (all sources and bins) is below ``silence`` times
+            the median over the valid frames count for nothing (``0``: every valid frame
+            counts). Power ratios of near-silent frames (sensor noise, a stream's start) do not
+            say which source is active, yet weigh as much as any frame once normalised.
 
     Returns:
         ``perm`` ``(..., freq, sources)`` int64 (see :func:`frequency_permutation`).
@@ -78,6 +90,7 @@ def power_permutation(
     if not P.is_floating_point():
         raise TypeError(f"P must be real output powers |y|^2, got dtype {P.dtype}")
     check_positive_int(max_rounds, "max_rounds")
+    check_range(silence, "silence", 0.0, 1.0)
     n_src, n_freq = P.shape[-3], P.shape[-2]
     real = P.dtype
     tiny = torch.finfo(real).tiny
@@ -85,6 +98,8 @@ def power_permutation(
     # full-size tensor computed in place (P is detached)
     Pf = P.detach().movedim(-3, -2)  # (..., F, K, T)
     total = Pf.sum(-2, keepdim=True)  # (..., F, 1, T)
+    if silence > 0.0:
+        frame_mask = _audible_frames(total[..., 0, :].sum(-2), frame_mask, silence)
     mask = None
     if frame_mask is not None:  # padded frames count for nothing below
         mask = frame_mask.to(real)[..., None, None, :]  # (..., 1, 1, T)
@@ -120,6 +135,18 @@ def power_permutation(
             break
         perm = new
     return perm
+
+
+def _audible_frames(
+    frame_power: torch.Tensor, frame_mask: torch.Tensor | None, silence: float
+) -> torch.Tensor:
+    """``(..., frames)`` {0, 1}: the valid frames with at least ``silence`` times the median
+    power of the valid frames."""
+    valid = torch.ones_like(frame_power, dtype=torch.bool)
+    if frame_mask is not None:
+        valid = frame_mask.expand_as(frame_power) > 0
+    median = torch.where(valid, frame_power, torch.nan).nanmedian(-1, keepdim=True).values
+    return (valid & (frame_power >= silence * median)).to(frame_power.dtype)
 
 
 def permute_sources(Y: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:

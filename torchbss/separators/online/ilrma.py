@@ -17,6 +17,7 @@ from torchbss.separators.online.base import State, config_repr, inverse_softplus
 from torchbss.separators.online.spatial import (
     REALIGN_EVERY,
     REALIGN_ROUNDS,
+    REALIGN_SILENCE,
     REALIGN_WINDOW,
     OnlineSpatialSeparator,
     demix_frame,
@@ -177,7 +178,7 @@ class OnlineILRMA(OnlineSpatialSeparator):
             symmetry between bases), or ``"uniform"``: ``U(0.1, 1)`` (Kitamura's batch init).
         basis_jitter: half-width of the flat init's jitter.
         trainable, forget_per_freq, tbptt, checkpoint, checkpoint_block, compile,
-            realign_every, realign_window, realign_rounds: see
+            realign_every, realign_window, realign_rounds, realign_silence: see
             :class:`~torchbss.separators.OnlineAuxIVA` (``realign_*``: the running
             frequency-permutation alignment, on by default).
 
@@ -212,6 +213,7 @@ class OnlineILRMA(OnlineSpatialSeparator):
         realign_every: int = REALIGN_EVERY,
         realign_window: int = REALIGN_WINDOW,
         realign_rounds: int = REALIGN_ROUNDS,
+        realign_silence: float = REALIGN_SILENCE,
     ) -> None:
         check_positive_int(n_freq, "n_freq")
         check_choice(basis_init, "basis_init", ("flat", "uniform"))
@@ -219,6 +221,7 @@ class OnlineILRMA(OnlineSpatialSeparator):
         super().__init__(
             n_src, ref_mic, load, forget, eps, trainable, forget_per_freq, n_freq, tbptt,
             checkpoint, checkpoint_block, compile, realign_every, realign_window, realign_rounds,
+            realign_silence,
         )  # fmt: skip
         self.n_basis = check_positive_int(n_basis, "n_basis")
         self.minibatch = check_positive_int(minibatch, "minibatch")

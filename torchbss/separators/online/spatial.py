@@ -56,6 +56,7 @@ __all__ = [
     "OnlineSpatialSeparator",
     "REALIGN_EVERY",
     "REALIGN_ROUNDS",
+    "REALIGN_SILENCE",
     "REALIGN_WINDOW",
     "demix_frame",
     "ip1_step_stacked",
@@ -70,6 +71,11 @@ REALIGN_EVERY = 8
 REALIGN_WINDOW = 128
 #: most centroid / assignment rounds of one realignment (the next one goes on from its result)
 REALIGN_ROUNDS = 2
+#: frames of the window quieter than this times its median frame power are left out of the
+#: realignment (see :func:`~torchbss.updates.alignment.power_permutation`): the near-silent
+#: frames at a stream's start weighed as much as speech, and their leaving the window flipped
+#: a third of the bins at once; chosen on the `val` rooms (0.001-0.4)
+REALIGN_SILENCE = 0.1
 
 
 def permute_state(state: State, perm: torch.Tensor, source_keys: Sequence[str]) -> State:
@@ -178,6 +184,7 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
         realign_every: int = REALIGN_EVERY,
         realign_window: int = REALIGN_WINDOW,
         realign_rounds: int = REALIGN_ROUNDS,
+        realign_silence: float = REALIGN_SILENCE,
     ) -> None:
         super().__init__(
             forget, eps, trainable, forget_per_freq, n_freq, tbptt, checkpoint, checkpoint_block
@@ -186,6 +193,7 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
         self.realign_every = check_positive_int(realign_every, "realign_every", minimum=0)
         self.realign_window = check_positive_int(realign_window, "realign_window", minimum=2)
         self.realign_rounds = check_positive_int(realign_rounds, "realign_rounds")
+        self.realign_silence = check_range(realign_silence, "realign_silence", 0.0, 1.0)
         if n_src is not None:
             check_positive_int(n_src, "n_src")
         self.n_src = n_src
@@ -323,7 +331,7 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
             mask = torch.arange(window, device=recent.device) < filled  # (..., window)
         with torch.no_grad():
             P = demix_power(to_freq_last(W.detach()), recent, n_src)  # (..., K, F, window)
-            perm = power_permutation(P, mask, self.realign_rounds)  # (..., F, K)
+            perm = power_permutation(P, mask, self.realign_rounds, self.realign_silence)
         if due is not None:
             identity = torch.arange(n_src, device=perm.device).expand_as(perm)
             perm = torch.where(due[..., None, None], perm, identity)
