@@ -708,6 +708,13 @@ def test_realign_undoes_scrambled_bands_of_a_real_separation():
     for _ in range(5):
         internal = sep.realign(internal, None)
     assert restored(sep.to_public(internal)) > 0.97
+    # inside the frame loop the realignment works in the block's scratch buffers (its output
+    # powers are overwritten in place): the same state, and the scratch stays internal
+    with_scratch = sep.realign(sep.begin_block(sep.to_internal(scrambled)), None)
+    plain = sep.to_public(sep.realign(sep.to_internal(scrambled), None))
+    for key, value in sep.to_public(with_scratch).items():
+        assert torch.equal(value, plain[key]), key
+    assert set(sep.to_public(with_scratch)) == set(state)
 
 
 def permute_state_public(sep, state, perm):

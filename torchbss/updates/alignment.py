@@ -34,7 +34,7 @@ import torch
 
 from torchbss._validation import check_complex, check_positive_int, check_range, check_tensor
 from torchbss.metrics.permutation import solve_permutation
-from torchbss.source_models.base import masked_frame_mean, power
+from torchbss.source_models.base import power
 
 __all__ = ["frequency_permutation", "power_permutation", "permute_sources", "permute_demixing"]
 
@@ -71,6 +71,7 @@ def power_permutation(
     frame_mask: torch.Tensor | None = None,
     max_rounds: int = 10,
     silence: float = 0.0,
+    overwrite: bool = False,
 ) -> torch.Tensor:
     """:func:`frequency_permutation` from the output powers ``|y_kft|^2``.
 
@@ -82,6 +83,8 @@ def power_permutation(
             the median over the valid frames count for nothing (``0``: every valid frame
             counts). Power ratios of near-silent frames (sensor noise, a stream's start) do not
             say which source is active, yet weigh as much as any frame once normalised.
+        overwrite: ``P`` is scratch and may be overwritten (no full-size intermediate when it
+            is laid out as :func:`~torchbss.updates.base.demix_power` returns it).
 
     Returns:
         ``perm`` ``(..., freq, sources)`` int64 (see :func:`frequency_permutation`).
@@ -104,10 +107,17 @@ def power_permutation(
     if frame_mask is not None:  # padded frames count for nothing below
         mask = frame_mask.to(real)[..., None, None, :]  # (..., 1, 1, T)
     energy = (total if mask is None else total * mask).sum((-2, -1))  # (..., F)
-    z = torch.div(Pf, total.clamp_min_(tiny)).contiguous()
-    z.sub_(masked_frame_mean(z, frame_mask)[..., None])
-    if mask is not None:
-        z.mul_(mask)
+    if overwrite and Pf.is_contiguous():
+        z = Pf.div_(total.clamp_min_(tiny))
+    else:
+        z = torch.div(Pf, total.clamp_min_(tiny)).contiguous()
+    if mask is None:
+        z.sub_(z.mean(-1, keepdim=True))
+    else:  # the mean over the valid frames as one matrix-vector product (no masked copy of z)
+        m = mask[..., 0, 0, :, None]  # (..., T, 1)
+        zf = z.reshape(*z.shape[:-3], n_freq * n_src, z.shape[-1])
+        mean = (zf @ m) / m.sum(-2, keepdim=True).clamp_min(1.0)  # (..., F K, 1)
+        z.sub_(mean.reshape(*mean.shape[:-2], n_freq, n_src, 1)).mul_(mask)
     z.div_(torch.linalg.vector_norm(z, dim=-1, keepdim=True).clamp_min_(tiny))
     median = energy.median(-1, keepdim=True).values.clamp_min(tiny)
     weight = torch.log1p(energy / median)  # (..., F)

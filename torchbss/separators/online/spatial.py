@@ -68,6 +68,7 @@ __all__ = [
 #: frames it looks back over (128 frames: 4.1 s at hop 512 / 16 kHz); chosen on the `val`
 #: rooms of the validation protocol (bench/validation, BENCHMARKS.md)
 REALIGN_EVERY = 8
+_POWER, _WORK = "_realign_power", "_realign_work"  # internal scratch entries
 REALIGN_WINDOW = 128
 #: most centroid / assignment rounds of one realignment (the next one goes on from its result)
 REALIGN_ROUNDS = 2
@@ -268,7 +269,7 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
         return out
 
     def to_public(self, state: State) -> State:
-        out = dict(state)
+        out = {k: v for k, v in state.items() if k not in (_POWER, _WORK)}
         W, A, Vo = out["W"], out["A"], out.pop("Vo")
         if self.compile:
             W, A, Vo = from_planes(W, -4), from_planes(A, -4), from_planes(Vo, -4)
@@ -282,7 +283,16 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
 
     def begin_block(self, state: State) -> State:
         if "recent" in state:  # written in place below: never the caller's tensor
-            state = {**state, "recent": state["recent"].clone()}
+            recent = state["recent"]
+            state = {**state, "recent": recent.clone()}
+            # scratch of the realignments of this block (internal only, dropped by to_public):
+            # the output powers (..., F, K, window) and the block demixing's (..., F, 2 K,
+            # window), allocated once per block (fresh large tensors per realignment cost
+            # page faults)
+            n_src, shape = state["Vd"].shape[-3], recent.shape
+            opts = {"dtype": recent.dtype, "device": recent.device}
+            state[_POWER] = torch.empty(shape[:-2] + (n_src, shape[-1]), **opts)
+            state[_WORK] = torch.empty(shape[:-2] + (2 * n_src, shape[-1]), **opts)
         return state
 
     def after_frame(self, x, before, state, count):
@@ -321,6 +331,7 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
         stream has seen, when known (a full window needs no frame mask). The choice passes no
         gradient; the permuted state does.
         """
+        scratch = {k: state[k] for k in (_POWER, _WORK) if k in state}
         public = self.to_public(state)
         recent, window = public["recent"], self.realign_window
         W = public["W"]
@@ -330,12 +341,17 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
             filled = public["frame"].clamp_max(window)[..., None]  # (..., 1)
             mask = torch.arange(window, device=recent.device) < filled  # (..., window)
         with torch.no_grad():
-            P = demix_power(to_freq_last(W.detach()), recent, n_src)  # (..., K, F, window)
-            perm = power_permutation(P, mask, self.realign_rounds, self.realign_silence)
+            out = work = None
+            if scratch:  # (..., K, F, window) view of the (..., F, K, window) buffer
+                out, work = scratch[_POWER].movedim(-2, -3), scratch[_WORK]
+            P = demix_power(to_freq_last(W.detach()), recent, n_src, out, work)  # (..., K, F, T)
+            perm = power_permutation(
+                P, mask, self.realign_rounds, self.realign_silence, overwrite=True
+            )  # (..., F, K)
         if due is not None:
             identity = torch.arange(n_src, device=perm.device).expand_as(perm)
             perm = torch.where(due[..., None, None], perm, identity)
-        return self.to_internal(permute_state(public, perm, self.source_keys))
+        return {**self.to_internal(permute_state(public, perm, self.source_keys)), **scratch}
 
     def frame_inputs(self, X: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         if not self.compile:
