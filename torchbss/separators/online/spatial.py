@@ -79,6 +79,14 @@ REALIGN_ROUNDS = 2
 REALIGN_SILENCE = 0.1
 
 
+def _realign_chunk(n_freq: int, n_src: int, window: int, device: torch.device) -> int:
+    """Streams per piece of a realignment: on CPU output powers of at most ~2 MB (float32),
+    so that they stay in cache; elsewhere all streams at once."""
+    if device.type != "cpu":
+        return 1 << 62
+    return max(1, (1 << 19) // (n_freq * n_src * window))
+
+
 def permute_state(state: State, perm: torch.Tensor, source_keys: Sequence[str]) -> State:
     """A public online state with its sources permuted per bin.
 
@@ -290,9 +298,11 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
             # window), allocated once per block (fresh large tensors per realignment cost
             # page faults)
             n_src, shape = state["Vd"].shape[-3], recent.shape
+            n_freq, window = shape[-3], shape[-1]
+            n = min(math.prod(shape[:-3]), _realign_chunk(n_freq, n_src, window, recent.device))
             opts = {"dtype": recent.dtype, "device": recent.device}
-            state[_POWER] = torch.empty(shape[:-2] + (n_src, shape[-1]), **opts)
-            state[_WORK] = torch.empty(shape[:-2] + (2 * n_src, shape[-1]), **opts)
+            state[_POWER] = torch.empty((n, n_freq, n_src, window), **opts)
+            state[_WORK] = torch.empty((n, n_freq, 2 * n_src, window), **opts)
         return state
 
     def after_frame(self, x, before, state, count):
@@ -340,14 +350,36 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
         if count is None or count < window:  # slots not yet written count for nothing
             filled = public["frame"].clamp_max(window)[..., None]  # (..., 1)
             mask = torch.arange(window, device=recent.device) < filled  # (..., window)
+        lead, n_freq = W.shape[:-3], W.shape[-3]
+        # streams a few at a time, so that a chunk's powers stay in cache (a batch of 64 4x4
+        # streams as one piece streams ~0.7 GB per realignment)
+        flat_W = to_freq_last(W.detach()).reshape((-1,) + W.shape[-2:] + (n_freq,))
+        flat_recent = recent.reshape((-1,) + recent.shape[-3:])
+        if mask is not None:
+            mask = mask.expand(lead + (window,)).reshape(-1, window)
+        flat_due = None if due is None else due.reshape(-1)
+        chunk = _realign_chunk(n_freq, n_src, window, W.device)
+        perm = torch.arange(n_src, device=W.device).repeat(flat_W.shape[0], n_freq, 1)
         with torch.no_grad():
-            out = work = None
-            if scratch:  # (..., K, F, window) view of the (..., F, K, window) buffer
-                out, work = scratch[_POWER].movedim(-2, -3), scratch[_WORK]
-            P = demix_power(to_freq_last(W.detach()), recent, n_src, out, work)  # (..., K, F, T)
-            perm = power_permutation(
-                P, mask, self.realign_rounds, self.realign_silence, overwrite=True
-            )  # (..., F, K)
+            for i in range(0, flat_W.shape[0], chunk):
+                part = slice(i, i + chunk)
+                if flat_due is not None and not bool(flat_due[part].any()):
+                    continue
+                out = work = None
+                if scratch:  # (n, K, F, window) view of the (n, F, K, window) buffer
+                    n = flat_W[part].shape[0]
+                    out = scratch[_POWER].reshape((-1,) + scratch[_POWER].shape[-3:])[:n]
+                    out = out.movedim(-2, -3)
+                    work = scratch[_WORK].reshape((-1,) + scratch[_WORK].shape[-3:])[:n]
+                P = demix_power(flat_W[part], flat_recent[part], n_src, out, work)  # (n, K, F, T)
+                perm[part] = power_permutation(
+                    P,
+                    None if mask is None else mask[part],
+                    self.realign_rounds,
+                    self.realign_silence,
+                    overwrite=True,
+                )  # (n, F, K)
+        perm = perm.reshape(lead + (n_freq, n_src))
         if due is not None:
             identity = torch.arange(n_src, device=perm.device).expand_as(perm)
             perm = torch.where(due[..., None, None], perm, identity)
