@@ -332,8 +332,9 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
     def realign(self, state: State, due: torch.Tensor | None, count: int | None = None) -> State:
         """Undo frequency-block permutations of the current demixing (internal state).
 
-        The current ``W`` demixes the last ``realign_window`` frames (``state["recent"]``);
-        :func:`~torchbss.updates.alignment.power_permutation` (the batch alignment) finds the
+        The current ``W`` demixes the last ``realign_window`` frames (``state["recent"]``;
+        those quieter than ``realign_silence`` times the window's median frame power are left
+        out); :func:`~torchbss.updates.alignment.power_permutation` (the batch alignment) finds the
         per-bin permutation of its outputs that aligns their power-ratio envelopes, and the rows
         of ``W``, the columns of ``A`` and the per-source statistics (:attr:`source_keys`) of
         every bin are permuted alike, so the recursion goes on from the aligned solution.
