@@ -6,7 +6,9 @@ RTF = compute time per frame / 32 ms (goal: <= 0.02 for online ILRMA 4x4, 10 bas
 and with ``compile=True`` (each frame as compiled real-arithmetic kernels; the warm-up frames
 include the compilation, each configuration compiles from a reset cache), best of 3 blocks;
 with the running frequency-permutation alignment (the default: every 8 frames over the last
-128; 11-12 times in the 92 timed frames) and without it (``realign_every=0``).
+128; 12 times in the 96 timed frames) and without it (``realign_every=0``). The timed frames
+are the steady state: frames 132-227 of each stream, after online AuxIVA's warm-up sweeps (its
+first 64 frames run 4 IP1 sweeps each) and with a full realignment window.
 """
 
 from __future__ import annotations
@@ -58,7 +60,10 @@ def _per_frame_seconds(sep, X: torch.Tensor, warmup: int, repeats: int = 3) -> f
 
 def latency_rows(quick: bool) -> list[dict]:
     rows = []
-    n_frames = 24 if quick else 96
+    # steady state: the timed frames come after online AuxIVA's warm-up sweeps (64 frames) and
+    # once the realignment window (128 frames) is full
+    warmup = 4 if quick else 132
+    n_frames = warmup + (20 if quick else 96)
     hop_s = HOP / FS
     for mics, batch in itertools.product((2, 4), (1, 8 if quick else 64)):
         g = torch.Generator().manual_seed(0)
@@ -66,7 +71,7 @@ def latency_rows(quick: bool) -> list[dict]:
         X = torch.randn(shape, dtype=torch.complex64, generator=g)
         configs = itertools.product(("online_auxiva", "online_ilrma"), (False, True), (True, False))
         for name, compile, realign in configs:
-            per_frame = _per_frame_seconds(_make(name, mics, compile, realign), X, warmup=4)
+            per_frame = _per_frame_seconds(_make(name, mics, compile, realign), X, warmup=warmup)
             rows.append(
                 {
                     "method": name,

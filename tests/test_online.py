@@ -433,8 +433,9 @@ def test_quality_online_ilrma_2x2():
 # ----- parity with a straightforward solve-based reference ---------------------------------------
 
 
-def _reference_online(X, model: str, params: dict, eps=1e-10, mb=2):
-    """Per-frame reference with explicit solves (the pre-optimisation implementation's math)."""
+def _reference_online(X, model: str, params: dict, eps=1e-10, mb=2, warmup=(0, 1)):
+    """Per-frame reference with explicit solves (the pre-optimisation implementation's math);
+    ``warmup = (frames, sweeps)``: the IP1 sweep repeated on the first frames."""
     M, F, n_frames = X.shape
     forget, load = float(params["forget"]), float(params["load"])
     eye = torch.eye(M, dtype=X.dtype)
@@ -462,13 +463,14 @@ def _reference_online(X, model: str, params: dict, eps=1e-10, mb=2):
             phi = 1 / r
         xxH = torch.einsum("mf,nf->fmn", x, x.conj())
         V = (1 - beta) * V + beta * phi[..., None, None] * xxH
-        for k in range(M):
-            scale = V[k].diagonal(dim1=-2, dim2=-1).real.mean(-1).clamp_min(eps)
-            Vk = V[k] + (load * scale)[:, None, None] * eye
-            w = torch.linalg.solve(W @ Vk, eye[:, k].expand(F, M))
-            norm = torch.einsum("fm,fmn,fn->f", w.conj(), Vk, w).real.clamp_min(eps).sqrt()
-            W = W.clone()
-            W[:, k, :] = (w / norm[:, None]).conj()
+        for _ in range(warmup[1] if t < warmup[0] else 1):
+            for k in range(M):
+                scale = V[k].diagonal(dim1=-2, dim2=-1).real.mean(-1).clamp_min(eps)
+                Vk = V[k] + (load * scale)[:, None, None] * eye
+                w = torch.linalg.solve(W @ Vk, eye[:, k].expand(F, M))
+                norm = torch.einsum("fm,fmn,fn->f", w.conj(), Vk, w).real.clamp_min(eps).sqrt()
+                W = W.clone()
+                W[:, k, :] = (w / norm[:, None]).conj()
         if model == "ilrma":
             num = forget * num + (p / r**2)[..., None] * h[:, None, :] * T**2
             den = forget * den + (1 / r)[..., None] * h[:, None, :]
@@ -480,14 +482,16 @@ def _reference_online(X, model: str, params: dict, eps=1e-10, mb=2):
 
 
 @pytest.mark.parametrize("model", ["auxiva", "ilrma"])
-def test_matches_solve_based_reference_on_real_mixture(model):
+@pytest.mark.parametrize("warmup", [(0, 1), (40, 3)])
+def test_matches_solve_based_reference_on_real_mixture(model, warmup):
     from conftest import load_mixture
 
     mix, _, fs = load_mixture("2x2_00")
     window = torch.hann_window(512, periodic=True, dtype=torch.float64)
     X = torch.stft(mix[:, : fs * 3 // 2], 512, 128, window=window, return_complex=True)
-    # the paper's algorithm: without the running permutation alignment
-    plain = {"realign_every": 0}
+    # the paper's algorithm: without the running permutation alignment and (0, 1) without the
+    # warm-up sweeps; (40, 3): three IP1 sweeps per frame on the first 40 frames
+    plain = {"realign_every": 0, "warmup_frames": warmup[0], "warmup_sweeps": warmup[1]}
     if model == "auxiva":
         sep = OnlineAuxIVA(**plain)
     else:
@@ -497,7 +501,7 @@ def test_matches_solve_based_reference_on_real_mixture(model):
     params = sep.parameters_for(torch.float64)
     if model == "ilrma":
         params["basis"] = torch.nn.functional.softplus(sep.basis_raw[:2].double())
-    Y_ref = _reference_online(X, model, params)
+    Y_ref = _reference_online(X, model, params, warmup=warmup)
     torch.testing.assert_close(Y, Y_ref, rtol=1e-9, atol=1e-10 * Y_ref.abs().max().item())
     _, state = _run(sep, X)  # the tracked inverse stays the inverse of W
     torch.testing.assert_close(state["A"], torch.linalg.inv(state["W"]), rtol=1e-9, atol=1e-9)
@@ -555,7 +559,11 @@ def test_real_arithmetic_frames_equal_the_complex_ones(make, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("make", [OnlineAuxIVA, lambda **kw: OnlineILRMA(n_freq=N_FREQ, **kw)])
+@pytest.mark.parametrize(
+    "make",
+    # online ILRMA with the warm-up sweeps (off by default there; online AuxIVA's default)
+    [OnlineAuxIVA, lambda **kw: OnlineILRMA(n_freq=N_FREQ, warmup_sweeps=3, **kw)],
+)
 def test_compiled_frames_equal_eager(make):
     """compile=True (each frame as compiled real-arithmetic kernels) gives the eager output and,
     trainable, the eager gradients."""
@@ -729,7 +737,9 @@ def test_realignment_is_causal_and_block_split_invariant(make, monkeypatch):
     <= t only, and any block split (and a NaN frame in one stream) gives the same outputs;
     realigning the streams one at a time (the CPU path for large batches) changes nothing."""
     X, _ = _mixture(batch=2, n_frames=40)
-    sep = make(realign_every=3, realign_window=10)
+    # warm-up sweeps on the first 20 frames: after the skipped frame the two streams' counters
+    # differ, so around frame 20 one stream is still warming up and the other is not
+    sep = make(realign_every=3, realign_window=10, warmup_frames=20, warmup_sweeps=3)
     Y = sep(X).sources
     torch.testing.assert_close(sep(X[..., :25]).sources, Y[..., :25], rtol=0, atol=0)
     Yb, _ = _stream(sep, X, 7)
@@ -755,4 +765,8 @@ def test_realign_arguments_are_checked():
         OnlineAuxIVA(realign_window=1)
     with pytest.raises(ValueError, match="realign_silence"):
         OnlineILRMA(n_freq=33, realign_silence=1.5)
+    with pytest.raises(ValueError, match="warmup_sweeps"):
+        OnlineAuxIVA(warmup_sweeps=0)
+    with pytest.raises(ValueError, match="warmup_frames"):
+        OnlineILRMA(n_freq=33, warmup_frames=-1)
     assert "recent" not in OnlineAuxIVA(realign_every=0).init_state(_mixture(n_frames=2)[0])

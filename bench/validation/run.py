@@ -136,33 +136,43 @@ def _method_table() -> dict[str, Method]:
                 table.append(Method(f"auxiva_{upd}_{model}_it{n_iter}", "AuxIVA", kw))
                 kw = {**kw, "align_permutations": True}
                 table.append(Method(f"auxiva_{upd}_{model}_it{n_iter}_aligned", "AuxIVA", kw))
-    # grid 3: online AuxIVA / online ILRMA
+    # grid 3: online AuxIVA / online ILRMA (the plain algorithm, as the grid ran: no running
+    # realignment, no warm-up sweeps)
+    plain = {"realign_every": 0, "warmup_sweeps": 1}
     for forget in (0.96, 0.98, 0.99, 0.995):
         for model in ("laplace", "gauss"):
-            kw = {"forget": forget, "source_model": model}
+            kw = {"forget": forget, "source_model": model, **plain}
             table.append(Method(f"online_auxiva_{model}_f{_fmt(forget)}", "OnlineAuxIVA", kw))
         for load in (1e-3, 1e-2, 3e-2):
             for nb in (2, 10):
-                kw = {"forget": forget, "load": load, "n_basis": nb}
+                kw = {"forget": forget, "load": load, "n_basis": nb, **plain}
                 name = f"online_ilrma_b{nb}_f{_fmt(forget)}_l{_fmt(load)}"
                 table.append(Method(name, "OnlineILRMA", kw, seeded=True))
     # grid 4: the running frequency-permutation alignment of the online separators
     # (realign_every frames, over the last realign_window frames; 0: off, the paper's algorithm);
-    # the every / window / rounds grids pin what they ran with (10 rounds, realign_silence=0)
+    # the grids pin what they ran with (every / window: 10 rounds, realign_silence=0; all of
+    # them without the warm-up sweeps, which came later)
     for cls, short, seeded in (("OnlineAuxIVA", "auxiva", False), ("OnlineILRMA", "ilrma", True)):
-        table.append(Method(f"online_{short}_norealign", cls, {"realign_every": 0}, seeded))
+        no_warmup = {"warmup_sweeps": 1}
+        kw = {"realign_every": 0, **no_warmup}
+        table.append(Method(f"online_{short}_norealign", cls, kw, seeded))
         for every in (4, 8, 16, 32):
             for window in (64, 128, 250):
-                kw = {"realign_every": every, "realign_window": window}
+                kw = {"realign_every": every, "realign_window": window, **no_warmup}
                 kw.update(realign_rounds=10, realign_silence=0.0)  # as the grid ran
                 table.append(Method(f"online_{short}_realign_e{every}_w{window}", cls, kw, seeded))
         for rounds in (1, 2, 3):  # fewer alignment rounds per realignment (cheaper)
             kw = {"realign_every": 8, "realign_window": 128, "realign_rounds": rounds}
-            kw["realign_silence"] = 0.0
+            kw.update(realign_silence=0.0, **no_warmup)
             table.append(Method(f"online_{short}_realign_e8_w128_r{rounds}", cls, kw, seeded))
         for silence in (1e-3, 1e-2, 3e-2, 1e-1, 0.2, 0.4):  # quiet frames left out (every 8, r2)
-            kw = {"realign_silence": silence}
+            kw = {"realign_silence": silence, **no_warmup}
             table.append(Method(f"online_{short}_realign_s{_fmt(silence)}", cls, kw, seeded))
+        # grid 5: more IP1 sweeps per frame on a stream's first frames (with the realignment
+        # defaults: every 8, window 128, 2 rounds, silence 0.1)
+        for frames, sweeps in ((16, 4), (32, 4), (64, 2), (64, 4), (64, 8), (128, 4), (250, 4)):
+            kw = {"warmup_frames": frames, "warmup_sweeps": sweeps, "realign_silence": 0.1}
+            table.append(Method(f"online_{short}_warmup_f{frames}_s{sweeps}", cls, kw, seeded))
     return {m.name: m for m in table}
 
 

@@ -9,9 +9,17 @@ from __future__ import annotations
 
 import torch
 
-from torchbss.updates.covariance import DEFAULT_LOAD, diagonal_loading, mixture_covariance
+from torchbss.updates.covariance import (
+    DEFAULT_LOAD,
+    default_floor,
+    diagonal_loading,
+    mixture_covariance,
+)
 
 __all__ = ["background_update", "principal_basis", "embed_reduced_demixing"]
+
+#: loading, relative to the norm of the block, of the bins whose ``K x K`` system is singular
+SINGULAR_LOAD = 1e-3
 
 
 def background_update(
@@ -27,7 +35,10 @@ def background_update(
         W: ``(..., freq, mics, mics)`` with the source rows first.
         C: ``(..., freq, mics, mics)`` mixture covariance ``1/T sum_t x x^H``.
         n_src: number of sources ``K`` (``K < M``; ``K == M`` returns ``W``).
-        load: relative diagonal loading of the ``K x K`` system (``0`` for exact parity).
+        load: relative diagonal loading of the ``K x K`` system (``0`` for exact parity). A bin
+            whose system is numerically singular even so is loaded by :data:`SINGULAR_LOAD`
+            times its norm instead (and gets ``J = 0`` if that is singular too), so the result
+            is always finite.
 
     Returns:
         New ``W`` with the background rows replaced.
@@ -36,7 +47,21 @@ def background_update(
     if n_src >= M:
         return W
     WsC = W[..., :n_src, :] @ C  # (..., f, K, M)
-    Jh = torch.linalg.solve(diagonal_loading(WsC[..., :n_src], load), WsC[..., n_src:])
+    B, R = WsC[..., :n_src], WsC[..., n_src:]
+    loaded = diagonal_loading(B, load)
+    Jh, info = torch.linalg.solve_ex(loaded, R)
+    bad = info != 0
+    if bool(bad.any()):
+        # numerically singular bins (e.g. two nearly parallel source rows, as online separators
+        # can reach in a low bin): there the loading is taken relative to the block's norm, not
+        # to its mean diagonal (which is signed and can vanish), and the solve is done again
+        # from scratch, so that the first solve's failed bins pass no gradient
+        eye = torch.eye(n_src, dtype=B.dtype, device=B.device)
+        norm = torch.linalg.matrix_norm(B.detach()).clamp_min(default_floor(B.real.dtype))
+        rescue = B + (SINGULAR_LOAD * norm / n_src)[..., None, None] * eye
+        Jh, info = torch.linalg.solve_ex(torch.where(bad[..., None, None], rescue, loaded), R)
+        # a bin still singular (a zero block) gets no background coupling: rows [0, -I]
+        Jh = torch.where((info != 0)[..., None, None], torch.zeros_like(Jh), Jh)
     J = Jh.mH  # (..., f, M-K, K)
     minus_eye = -torch.eye(M - n_src, dtype=W.dtype, device=W.device).expand(
         J.shape[:-2] + (M - n_src, M - n_src)

@@ -15,6 +15,8 @@ from torchbss.separators.online.spatial import (
     REALIGN_ROUNDS,
     REALIGN_SILENCE,
     REALIGN_WINDOW,
+    WARMUP_FRAMES,
+    WARMUP_SWEEPS,
     OnlineSpatialSeparator,
     demix_frame,
     spatial_frame_planes,
@@ -104,6 +106,11 @@ class OnlineAuxIVA(OnlineSpatialSeparator):
             its median frame power are left out of the realignment (near-silent frames carry
             no evidence of which source is active; ``0``: all frames count; 0.1 chosen on the
             validation rooms).
+        warmup_frames, warmup_sweeps: on the first ``warmup_frames`` frames of a stream the
+            IP1 sweep runs ``warmup_sweeps`` times per frame on the frame's covariances (the
+            demixing catches up with the fast-changing statistics of the start; later frames
+            cost as before); ``warmup_sweeps=1``: the paper's one sweep per frame. With
+            ``compile=True`` the extra sweeps are one more compiled kernel.
 
     Shapes:
         ``X``: ``(..., mics, freq, frames)`` complex -> ``sources``: ``(..., n_src, freq,
@@ -129,11 +136,13 @@ class OnlineAuxIVA(OnlineSpatialSeparator):
         realign_window: int = REALIGN_WINDOW,
         realign_rounds: int = REALIGN_ROUNDS,
         realign_silence: float = REALIGN_SILENCE,
+        warmup_frames: int = WARMUP_FRAMES,
+        warmup_sweeps: int = WARMUP_SWEEPS,
     ) -> None:
         super().__init__(
             n_src, ref_mic, load, forget, eps, trainable, forget_per_freq, n_freq, tbptt,
             checkpoint, checkpoint_block, compile, realign_every, realign_window, realign_rounds,
-            realign_silence,
+            realign_silence, warmup_frames, warmup_sweeps,
         )  # fmt: skip
         self.source_model = as_source_model(source_model)
 
@@ -153,12 +162,14 @@ class OnlineAuxIVA(OnlineSpatialSeparator):
         return self.spatial_state(self.prepare_block(X))
 
     def frame(self, x, state, params, beta, count):
+        warmup = self.warmup(state, count)
         if self.compile:
-            y, *values = self.kernel(auxiva_frame_planes)(
+            y, W, A, Vd, Vo = self.kernel(auxiva_frame_planes)(
                 x, state["W"], state["A"], state["Vd"], state["Vo"], beta, params["load"],
                 self.source_model, self.eps, self.ref_mic,
             )  # fmt: skip
-            return y, dict(zip(("W", "A", "Vd", "Vo"), values))
+            y, W, A = self.warmup_planes(x, y, W, A, Vd, Vo, params["load"], warmup)
+            return y, {"W": W, "A": A, "Vd": Vd, "Vo": Vo}
         W, A = state["W"], state["A"]
         n_src = state["Vd"].shape[-3]
         y = demix_frame(W, x, n_src)  # (..., K, F)
@@ -168,7 +179,7 @@ class OnlineAuxIVA(OnlineSpatialSeparator):
         C = None
         if "C" in state:
             C = new["C"] = self.update_mixture_covariance(state["C"], x, beta)
-        W, A = self.spatial_step(W, A, Vd, Vo, C, params["load"])
+        W, A = self.spatial_step(W, A, Vd, Vo, C, params["load"], warmup)
         new["W"], new["A"] = W, A
         return self.output(W, A, x, n_src), new
 

@@ -19,6 +19,7 @@ from torchbss.separators.online.spatial import (
     REALIGN_ROUNDS,
     REALIGN_SILENCE,
     REALIGN_WINDOW,
+    WARMUP_FRAMES,
     OnlineSpatialSeparator,
     demix_frame,
     spatial_frame_planes,
@@ -178,9 +179,12 @@ class OnlineILRMA(OnlineSpatialSeparator):
             symmetry between bases), or ``"uniform"``: ``U(0.1, 1)`` (Kitamura's batch init).
         basis_jitter: half-width of the flat init's jitter.
         trainable, forget_per_freq, tbptt, checkpoint, checkpoint_block, compile,
-            realign_every, realign_window, realign_rounds, realign_silence: see
+            realign_every, realign_window, realign_rounds, realign_silence, warmup_frames,
+            warmup_sweeps: see
             :class:`~torchbss.separators.OnlineAuxIVA` (``realign_*``: the running
-            frequency-permutation alignment, on by default).
+            frequency-permutation alignment, on by default; ``warmup_*``: off by default for
+            online ILRMA, whose whole-signal gain on the validation rooms was within noise,
+            +0.14 dB, with the second half 0.03 dB lower).
 
     Shapes:
         ``X``: ``(..., mics, freq, frames)`` complex -> ``sources``: ``(..., n_src, freq,
@@ -214,6 +218,8 @@ class OnlineILRMA(OnlineSpatialSeparator):
         realign_window: int = REALIGN_WINDOW,
         realign_rounds: int = REALIGN_ROUNDS,
         realign_silence: float = REALIGN_SILENCE,
+        warmup_frames: int = WARMUP_FRAMES,
+        warmup_sweeps: int = 1,
     ) -> None:
         check_positive_int(n_freq, "n_freq")
         check_choice(basis_init, "basis_init", ("flat", "uniform"))
@@ -221,7 +227,7 @@ class OnlineILRMA(OnlineSpatialSeparator):
         super().__init__(
             n_src, ref_mic, load, forget, eps, trainable, forget_per_freq, n_freq, tbptt,
             checkpoint, checkpoint_block, compile, realign_every, realign_window, realign_rounds,
-            realign_silence,
+            realign_silence, warmup_frames, warmup_sweeps,
         )  # fmt: skip
         self.n_basis = check_positive_int(n_basis, "n_basis")
         self.minibatch = check_positive_int(minibatch, "minibatch")
@@ -279,8 +285,9 @@ class OnlineILRMA(OnlineSpatialSeparator):
         return state
 
     def frame(self, x, state, params, beta, count):
+        warmup = self.warmup(state, count)
         if self.compile:
-            return self._compiled_frame(x, state, params, beta, count)
+            return self._compiled_frame(x, state, params, beta, count, warmup)
         W, A, T = state["W"], state["A"], state["basis"]
         h = state["activation"].unsqueeze(-1)  # (..., K, B, 1)
         n_src = T.shape[-3]
@@ -294,7 +301,7 @@ class OnlineILRMA(OnlineSpatialSeparator):
                 p, T, h, params["exponents"][i], self.activation_iter, self.eps
             )  # phi = 1 / r, (..., K, F)
             Vd, Vo = self.update_covariances(state, x, beta, phi)
-            W, A = self.spatial_step(W, A, Vd, Vo, C, params["load"])
+            W, A = self.spatial_step(W, A, Vd, Vo, C, params["load"], warmup)
         due = minibatch_due(state, count, self.minibatch)
         T, num, den = basis_step(
             p, T, h, state["stat_num"], state["stat_den"], params["forget"], due, self.eps
@@ -305,7 +312,7 @@ class OnlineILRMA(OnlineSpatialSeparator):
             new["C"] = C
         return self.output(W, A, x, n_src), new
 
-    def _compiled_frame(self, x, state, params, beta, count):
+    def _compiled_frame(self, x, state, params, beta, count, warmup):
         """:meth:`frame` on the planes layout: per inner iteration the compiled NMF half, then
         the compiled spatial half."""
         due = minibatch_due(state, count, self.minibatch)
@@ -322,6 +329,7 @@ class OnlineILRMA(OnlineSpatialSeparator):
                 x, W, A, state["Vd"], state["Vo"], beta, phi, params["load"], self.eps,
                 self.ref_mic,
             )  # fmt: skip
+            y, W, A = self.warmup_planes(x, y, W, A, Vd, Vo, params["load"], warmup)
         new = {"W": W, "A": A, "Vd": Vd, "Vo": Vo, "basis": T, "activation": h[..., 0]}
         new["stat_num"], new["stat_den"] = num, den
         return y, new

@@ -58,10 +58,13 @@ __all__ = [
     "REALIGN_ROUNDS",
     "REALIGN_SILENCE",
     "REALIGN_WINDOW",
+    "WARMUP_FRAMES",
+    "WARMUP_SWEEPS",
     "demix_frame",
     "ip1_step_stacked",
     "permute_state",
     "spatial_frame_planes",
+    "warmup_sweeps_planes",
 ]
 
 #: default period (frames) of the running frequency-permutation alignment (0: off) and the
@@ -72,6 +75,12 @@ _POWER, _WORK = "_realign_power", "_realign_work"  # internal scratch entries
 REALIGN_WINDOW = 128
 #: most centroid / assignment rounds of one realignment (the next one goes on from its result)
 REALIGN_ROUNDS = 2
+#: during its first WARMUP_FRAMES frames a stream runs WARMUP_SWEEPS IP1 sweeps per frame (on
+#: the frame's covariances) instead of one, so the demixing catches up with the fast-moving
+#: statistics of the start; chosen for online AuxIVA on the `val` rooms (16-250 frames x
+#: 2/4/8 sweeps; online ILRMA keeps one sweep by default)
+WARMUP_FRAMES = 64
+WARMUP_SWEEPS = 4
 #: frames of the window quieter than this times its median frame power are left out of the
 #: realignment (see :func:`~torchbss.updates.alignment.power_permutation`): the near-silent
 #: frames at a stream's start weighed as much as speech, and their leaving the window flipped
@@ -160,6 +169,24 @@ def spatial_frame_planes(
     return output_planes(*demix_planes(W, x, Vd.shape[-3]), A, ref_mic), W, A, Vd, Vo
 
 
+def warmup_sweeps_planes(
+    x: torch.Tensor,
+    W: torch.Tensor,
+    A: torch.Tensor,
+    Vd: torch.Tensor,
+    Vo: torch.Tensor,
+    load: torch.Tensor,
+    eps: float,
+    ref_mic: int,
+    n: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``n`` more IP1 sweeps on the frame's covariances and the output again (compiled warm-up
+    frames; layout as :func:`spatial_frame_planes`). Returns ``(y, W, A)``."""
+    for _ in range(n):
+        W, A = ip1_step_stacked(W, A, Vd, Vo, load, eps)
+    return output_planes(*demix_planes(W, x, Vd.shape[-3]), A, ref_mic), W, A
+
+
 class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
     """Base of online AuxIVA and ILRMA: state, recursion, IP1 sweep, output scale.
 
@@ -194,6 +221,8 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
         realign_window: int = REALIGN_WINDOW,
         realign_rounds: int = REALIGN_ROUNDS,
         realign_silence: float = REALIGN_SILENCE,
+        warmup_frames: int = WARMUP_FRAMES,
+        warmup_sweeps: int = WARMUP_SWEEPS,
     ) -> None:
         super().__init__(
             forget, eps, trainable, forget_per_freq, n_freq, tbptt, checkpoint, checkpoint_block
@@ -203,6 +232,8 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
         self.realign_window = check_positive_int(realign_window, "realign_window", minimum=2)
         self.realign_rounds = check_positive_int(realign_rounds, "realign_rounds")
         self.realign_silence = check_range(realign_silence, "realign_silence", 0.0, 1.0)
+        self.warmup_frames = check_positive_int(warmup_frames, "warmup_frames", minimum=0)
+        self.warmup_sweeps = check_positive_int(warmup_sweeps, "warmup_sweeps")
         if n_src is not None:
             check_positive_int(n_src, "n_src")
         self.n_src = n_src
@@ -435,17 +466,61 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
         Vo: torch.Tensor,
         C: torch.Tensor | None,
         load: torch.Tensor,
+        warmup: tuple[int, torch.Tensor | None] = (0, None),
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """IP1 on every source row; with ``C``, OverIVA background rows after each row."""
+        """IP1 on every source row; with ``C``, OverIVA background rows after each row.
+
+        ``warmup``: ``(extra, warm)`` from :meth:`warmup`: ``extra`` more sweeps on the same
+        covariances, for the streams in ``warm`` ``(...)`` (``None``: all).
+        """
         V_inv = loaded_inverse(Vd, Vo, load, self.eps)
+        W1, A1 = self._sweep(W, A, V_inv, C, load)
+        extra, warm = warmup
+        if not extra:
+            return W1, A1
+        W, A = W1, A1
+        for _ in range(extra):
+            W, A = self._sweep(W, A, V_inv, C, load)
+        if warm is None:
+            return W, A
+        mask = warm.reshape(warm.shape + (1, 1, 1))
+        return torch.where(mask, W, W1), torch.where(mask, A, A1)
+
+    def _sweep(self, W, A, V_inv, C, load):
         if C is None:
             return ip1_sweep(W, A, V_inv, self.eps)
-        n_src = Vd.shape[-3]
+        n_src = V_inv.shape[-4]
         for k in range(n_src):
             W, _ = ip1_sweep(W, A, V_inv[..., k : k + 1, :, :, :], self.eps, [k])
             Wp = background_update(from_freq_last(W), C, n_src, load=load)
             W, A = to_freq_last(Wp), to_freq_last(torch.linalg.inv(Wp))
         return W, A
+
+    def warmup(self, state: State, count: int | None) -> tuple[int, torch.Tensor | None]:
+        """Extra IP1 sweeps of this frame: ``(extra, warm)``, ``warm`` ``(...)`` the streams
+        still in their first ``warmup_frames`` frames (``None``: all of them)."""
+        extra = self.warmup_sweeps - 1
+        if not extra or not self.warmup_frames:
+            return 0, None
+        if count is not None:  # one counter for all streams: no mask, no host sync
+            return (extra, None) if count < self.warmup_frames else (0, None)
+        warm = state["frame"] < self.warmup_frames
+        if not bool(warm.any()):
+            return 0, None
+        return extra, warm
+
+    def warmup_planes(self, x, y, W, A, Vd, Vo, load, warmup):
+        """:meth:`spatial_step`'s extra sweeps on the compiled frames' planes: ``(y, W, A)``."""
+        extra, warm = warmup
+        if not extra:
+            return y, W, A
+        y2, W2, A2 = self.kernel(warmup_sweeps_planes)(
+            x, W, A, Vd, Vo, load, self.eps, self.ref_mic, extra
+        )
+        if warm is None:
+            return y2, W2, A2
+        m_y, m_w = (warm.reshape(warm.shape + (1,) * n) for n in (3, 4))
+        return torch.where(m_y, y2, y), torch.where(m_w, W2, W), torch.where(m_w, A2, A)
 
     def output(self, W: torch.Tensor, A: torch.Tensor, x: torch.Tensor, n_src: int):
         """``y = W_t x_t`` scaled by the minimal distortion principle: ``y_k (W^{-1})[ref, k]``."""
