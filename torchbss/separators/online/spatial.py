@@ -64,7 +64,7 @@ __all__ = [
     "ip1_step_stacked",
     "permute_state",
     "spatial_frame_planes",
-    "warmup_sweeps_planes",
+    "sweeps_planes",
 ]
 
 #: default period (frames) of the running frequency-permutation alignment (0: off) and the
@@ -165,11 +165,11 @@ def spatial_frame_planes(
         ``(y, W, A, Vd, Vo)`` with the output ``y`` ``(..., K, F, 2)``.
     """
     Vd, Vo = covariance_update_planes(Vd, Vo, x, beta, phi)
-    W, A = ip1_step_stacked(W, A, Vd, Vo, load, eps)
-    return output_planes(*demix_planes(W, x, Vd.shape[-3]), A, ref_mic), W, A, Vd, Vo
+    y, W, A = sweeps_planes(x, W, A, Vd, Vo, load, eps, ref_mic, 1)
+    return y, W, A, Vd, Vo
 
 
-def warmup_sweeps_planes(
+def sweeps_planes(
     x: torch.Tensor,
     W: torch.Tensor,
     A: torch.Tensor,
@@ -180,8 +180,9 @@ def warmup_sweeps_planes(
     ref_mic: int,
     n: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``n`` more IP1 sweeps on the frame's covariances and the output again (compiled warm-up
-    frames; layout as :func:`spatial_frame_planes`). Returns ``(y, W, A)``."""
+    """``n`` IP1 sweeps on the frame's covariances and the scaled output (compiled frames: one
+    sweep in :func:`spatial_frame_planes`, the warm-up frames' extra ones after it; layout as
+    :func:`spatial_frame_planes`). Returns ``(y, W, A)``."""
     for _ in range(n):
         W, A = ip1_step_stacked(W, A, Vd, Vo, load, eps)
     return output_planes(*demix_planes(W, x, Vd.shape[-3]), A, ref_mic), W, A
@@ -514,7 +515,7 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
         extra, warm = warmup
         if not extra:
             return y, W, A
-        y2, W2, A2 = self.kernel(warmup_sweeps_planes)(
+        y2, W2, A2 = self.kernel(sweeps_planes)(
             x, W, A, Vd, Vo, load, self.eps, self.ref_mic, extra
         )
         if warm is None:
