@@ -71,7 +71,6 @@ __all__ = [
 #: frames it looks back over (128 frames: 4.1 s at hop 512 / 16 kHz); chosen on the `val`
 #: rooms of the validation protocol (bench/validation, BENCHMARKS.md)
 REALIGN_EVERY = 8
-_POWER, _WORK = "_realign_power", "_realign_work"  # internal scratch entries
 REALIGN_WINDOW = 128
 #: most centroid / assignment rounds of one realignment (the next one goes on from its result)
 REALIGN_ROUNDS = 2
@@ -86,6 +85,8 @@ WARMUP_SWEEPS = 4
 #: frames at a stream's start weighed as much as speech, and their leaving the window flipped
 #: a third of the bins at once; chosen on the `val` rooms (0.001-0.4)
 REALIGN_SILENCE = 0.1
+#: internal state entries: the realignments' scratch buffers (see ``begin_block``)
+_POWER, _WORK = "_realign_power", "_realign_work"
 
 
 def _realign_chunk(n_freq: int, n_src: int, window: int, device: torch.device) -> int:
