@@ -19,6 +19,13 @@ from torchbss.updates import (
     weighted_covariance,
     weighted_covariance_from_outer,
 )
+from torchbss.updates.covariance import (
+    frames_major,
+    packed_outer_products,
+    packed_output_power,
+    packed_weighted_covariance,
+)
+from torchbss.updates.hermitian import to_freq_last, unpack_hermitian
 
 
 def _data(M=3, F=4, T=50, seed=0):
@@ -45,6 +52,29 @@ def test_weighted_covariance_paths_agree():
         )
     V = weighted_covariance(X, w)
     torch.testing.assert_close(V, V.conj().transpose(-1, -2))
+
+
+@pytest.mark.parametrize("batch", [(), (2,)])
+def test_packed_gemms_equal_the_definitions_in_both_storage_orders(batch):
+    """The packed covariance and frame-power GEMMs read the outer products in two storage
+    orders (frequency-contiguous and frames-major); both give the definitions."""
+    g = torch.Generator().manual_seed(3)
+    M, F, T = 3, 5, 40
+    X = torch.randn(batch + (M, F, T), dtype=torch.complex128, generator=g)
+    W = torch.randn(batch + (F, M, M), dtype=torch.complex128, generator=g)
+    w = torch.rand(batch + (M, 1, T), dtype=torch.float64, generator=g) + 0.1
+    XX = packed_outer_products(X)
+    major = frames_major(XX)
+    assert major.shape == XX.shape and not major.is_contiguous()
+    assert major.movedim(-1, -3).is_contiguous()  # stored (..., T, M^2, F)
+    V = weighted_covariance(X, w)  # (..., K, F, M, M)
+    Y = demix(W, X, M)  # (..., K, F, T)
+    power = Y.abs().square().sum(-2, keepdim=True)
+    for stored in (XX, major):
+        Vd, Vo = packed_weighted_covariance(stored, w, T)
+        torch.testing.assert_close(unpack_hermitian(Vd, Vo), V)
+        got = packed_output_power(to_freq_last(W), stored, M)
+        torch.testing.assert_close(got, power)
 
 
 def test_ip1_minimises_row_and_normalises():

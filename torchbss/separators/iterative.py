@@ -100,6 +100,7 @@ from torchbss.updates.base import (
     planar_mixture,
 )
 from torchbss.updates.covariance import (
+    frames_major,
     packed_outer_products,
     packed_output_power,
     packed_weighted_covariance,
@@ -284,6 +285,8 @@ class IterativeSeparator(Separator):
             exact = packed_outer_products(Xr, frame_mask, dtype=torch.float64)
             one_copy = Xr.device.type == "cpu" and exact.nbytes <= self.cpu_chunk_bytes
             outer = exact if one_copy else exact.to(torch.float32)
+            if not one_copy and Xr.device.type == "cpu":
+                exact = frames_major(exact)  # the powers' own copy, in the order MKL reads best
             cache = self.update.prepare(Xr, n_src, frame_mask, outer=outer)
             cache = dataclasses.replace(cache, outer_power=exact)
         else:
