@@ -277,16 +277,19 @@ class IterativeSeparator(Separator):
         mixture_domain = getattr(self.update, "domain", "mixture") == "mixture"
         exact = Xr.dtype == torch.complex64 and Xr.device.type != "mps"  # (no float64 there)
         if route == "frame_power" and mixture_domain and exact:
-            # exact (float64) products for the frame powers (see packed_output_power). The
-            # covariances read the same numbers: on CPU, when the float64 products fit in the
-            # cache budget (cpu_chunk_bytes), from that one copy (GEMM in float64, rounded to
-            # float32), so that the iteration's working set stays in cache; otherwise (larger
-            # inputs, which stream from memory anyway; GPUs) from a float32 copy, fewer bytes
+            # exact (float64) products for the frame powers (see packed_output_power). On CPU
+            # the covariances read the same numbers (GEMM in float64, rounded to float32): one
+            # copy, stored frames-major when it exceeds the cache budget (cpu_chunk_bytes; the
+            # order both GEMMs then stream fastest, see covariance.frames_major; 3x3 8 s IP1
+            # ~420 -> ~400 ms against a float32 copy for the covariances). On other devices
+            # the covariances read a float32 copy, fewer bytes
             exact = packed_outer_products(Xr, frame_mask, dtype=torch.float64)
-            one_copy = Xr.device.type == "cpu" and exact.nbytes <= self.cpu_chunk_bytes
-            outer = exact if one_copy else exact.to(torch.float32)
-            if not one_copy and Xr.device.type == "cpu":
-                exact = frames_major(exact)  # the powers' own copy, in the order MKL reads best
+            if Xr.device.type != "cpu":
+                outer = exact.to(torch.float32)
+            elif exact.nbytes > self.cpu_chunk_bytes:
+                exact = outer = frames_major(exact)
+            else:
+                outer = exact
             cache = self.update.prepare(Xr, n_src, frame_mask, outer=outer)
             cache = dataclasses.replace(cache, outer_power=exact)
         else:

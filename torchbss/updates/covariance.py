@@ -17,18 +17,14 @@ another (:func:`packed_output_power`), so an iteration reads the outer products 
 never forms ``Y = W X``. Frequency-dependent weights (NMF) use one batched matmul over
 frequencies on the same layout.
 
-Both GEMMs read the outer products in the order they are stored. The covariances are computed
-as ``(XX @ w^T)^T`` (the rows of ``XX`` streamed against the few weight columns) and the frame
-powers from a *frames-major* copy (:func:`frames_major`: ``(..., T, M^2, F)`` in memory, viewed
-as ``(..., M^2, F, T)``) as ``(XX^T @ c^T)^T``. With MKL on the AMD EPYC machine of
-BENCHMARKS.md these orders stream 2-4x faster than the others once the outer products no
-longer fit in cache (3x3 8 s: 4.9 -> 2.5 ms for the powers, 5.7 -> 1.3 ms for the
-covariances, float64); the result is the same sum.
-
-Diagonal loading has one meaning everywhere (batch and online separators, IP1, IP2, OverIVA):
-``V + load * max(mean(diag V), floor) * I`` — relative to the mean diagonal, with an absolute
-``floor`` so that an all-zero covariance (silent input, the zero initial state of an online
-separator) still gets a positive definite system with finite solves and finite gradients.
+Both GEMMs read the outer products in the order they are stored, in either of two storage
+orders: frequency-contiguous ``(..., M^2, F, T)`` (covariances as ``(XX @ w^T)^T``, the rows of
+``XX`` streamed against the few weight columns; powers as ``c @ XX``) or frames-major
+(:func:`frames_major`: ``(..., T, M^2, F)`` in memory, viewed as ``(..., M^2, F, T)``;
+covariances as ``w @ XX^T``, powers as ``(XX^T @ c^T)^T``). With MKL on the AMD EPYC machine of
+BENCHMARKS.md these orders stream 2-4x faster than the others; once the outer products no longer
+fit in cache the frames-major one is the faster for the powers (3x3 8 s, float64: 4.9 -> 2.5
+ms), and the batch separators store them so. The result is the same sum.
 """
 
 from __future__ import annotations
