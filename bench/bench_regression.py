@@ -8,8 +8,8 @@ machine hit both alike. Reports the median time per workload and the ratio previ
 (> 1: the current code is faster). Writes ``bench/results/bench_regression.json``.
 
 Workloads (8 s at 16 kHz, STFT 2048/512, complex64, real speech of ``shared/data``):
-batch AuxIVA IP1 / IP2 (50 it, 2x2), ILRMA (2 bases, 100 it, IP1, no warm start, 2x2),
-AuxIVA ISS (50 it, 3x3); online AuxIVA / ILRMA per frame, 2x2 and 4x4 (random STFT frames).
+batch AuxIVA IP1 / IP2 (50 it, 2x2 and 3x3), ILRMA (2 bases, 100 it, IP1, no warm start,
+2x2), AuxIVA ISS (50 it, 3x3); online AuxIVA / ILRMA per frame, 2x2 and 4x4 (random STFT frames).
 """
 
 from __future__ import annotations
@@ -72,6 +72,10 @@ with torch.no_grad():
         t = batch(AuxIVA(n_iter=50, update="ip1"), load("2x2_00"))
     elif name == "auxiva_ip2_2x2":
         t = batch(AuxIVA(n_iter=50, update="ip2"), load("2x2_00"))
+    elif name == "auxiva_ip1_3x3":
+        t = batch(AuxIVA(n_iter=50, update="ip1"), load("3x3_00"))
+    elif name == "auxiva_ip2_3x3":
+        t = batch(AuxIVA(n_iter=50, update="ip2"), load("3x3_00"))
     elif name == "ilrma_2x2":
         t = batch(build(ILRMA, n_iter=100, n_basis=2, update="ip1", init_iter=0), load("2x2_00"))
     elif name == "auxiva_iss_3x3":
@@ -90,6 +94,8 @@ WORKLOADS = (
     "auxiva_ip2_2x2",
     "ilrma_2x2",
     "auxiva_iss_3x3",
+    "auxiva_ip1_3x3",
+    "auxiva_ip2_3x3",
     "online_auxiva_2",
     "online_auxiva_4",
     "online_ilrma_2",
@@ -114,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--only", nargs="+", default=None, help="workload name prefixes")
     args = parser.parse_args(argv)
-    workloads = WORKLOADS[:1] + WORKLOADS[4:5] if args.quick else WORKLOADS
+    workloads = WORKLOADS[:1] + WORKLOADS[6:7] if args.quick else WORKLOADS
     if args.only:
         workloads = [w for w in workloads if any(w.startswith(o) for o in args.only)]
     repeat = 2 if args.quick else args.repeat
