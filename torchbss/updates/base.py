@@ -232,7 +232,8 @@ class PackedCache(UpdateCache):
 
     Attributes:
         outer: ``(..., M^2, freq, frames)`` packed outer products (see
-            :func:`~torchbss.updates.covariance.packed_outer_products`; invalid frames zero).
+            :func:`~torchbss.updates.covariance.packed_outer_products`; invalid frames zero;
+            possibly stored :func:`~torchbss.updates.covariance.frames_major`).
         n_valid: number of valid frames, an int or a ``(...)`` tensor.
         outer_power: optional float64 packed outer products for
             :func:`~torchbss.updates.covariance.packed_output_power` (complex64 input; set by
