@@ -149,12 +149,18 @@ ALGORITHMS = {
 }
 
 
+def make_separator(package: types.ModuleType, name: str, n_iter: int, kwargs: dict):
+    """``package.separators.<name>(n_iter, **kwargs)``, leaving out the arguments an older
+    implementation does not take (``align_permutations`` came at stop 22)."""
+    cls = getattr(package.separators, name)
+    if "align_permutations" not in inspect.signature(cls).parameters:
+        kwargs = {k: v for k, v in kwargs.items() if k != "align_permutations"}
+    return cls(n_iter=n_iter, **kwargs)
+
+
 def _torchbss_run(package: types.ModuleType, algo: str, n_iter: int) -> Callable:
     name, kwargs, _ = ALGORITHMS[algo]
-    cls = getattr(package.separators, name)
-    if "align_permutations" not in inspect.signature(cls).parameters:  # before stop 22
-        kwargs = {k: v for k, v in kwargs.items() if k != "align_permutations"}
-    sep = cls(n_iter=n_iter, **kwargs)
+    sep = make_separator(package, name, n_iter, kwargs)
 
     def run(X):
         with torch.inference_mode():

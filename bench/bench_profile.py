@@ -51,7 +51,15 @@ import soundfile as sf
 import torch
 
 from bench._common import machine_info, print_table, write_json
-from bench.bench_batch import DATA, HOP, N_FFT, PREVIOUS_REV, import_previous, separate
+from bench.bench_batch import (
+    DATA,
+    HOP,
+    N_FFT,
+    PREVIOUS_REV,
+    import_previous,
+    make_separator,
+    separate,
+)
 
 CATEGORIES = (
     "stft",
@@ -160,7 +168,7 @@ def _module_path(module: str, prefix: str) -> str:
 
 def _pipeline(package: types.ModuleType, config: str, x: torch.Tensor):
     name, kwargs, n_iter = CONFIGS[config]
-    sep = getattr(package.separators, name)(n_iter=n_iter, **kwargs)
+    sep = make_separator(package, name, n_iter, kwargs)
     stft = importlib.import_module(f"{package.__name__}.signal.stft")
 
     def run() -> torch.Tensor:
