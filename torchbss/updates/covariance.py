@@ -25,6 +25,11 @@ covariances as ``w @ XX^T``, powers as ``(XX^T @ c^T)^T``). With MKL on the AMD 
 BENCHMARKS.md these orders stream 2-4x faster than the others; once the outer products no longer
 fit in cache the frames-major one is the faster for the powers (3x3 8 s, float64: 4.9 -> 2.5
 ms), and the batch separators store them so. The result is the same sum.
+
+Diagonal loading has one meaning everywhere (batch and online separators, IP1, IP2, OverIVA):
+``V + load * max(mean(diag V), floor) * I`` — relative to the mean diagonal, with an absolute
+``floor`` so that an all-zero covariance (silent input, the zero initial state of an online
+separator) still gets a positive definite system with finite solves and finite gradients.
 """
 
 from __future__ import annotations
@@ -224,15 +229,16 @@ def packed_outer_products(
 
 
 def frames_major(XX: torch.Tensor) -> torch.Tensor:
-    """The packed outer products stored frames-major, for :func:`packed_output_power`.
+    """The packed outer products stored frames-major, as both packed GEMMs read them fastest
+    once they exceed the cache (:func:`packed_weighted_covariance`, :func:`packed_output_power`).
 
     Args:
         XX: ``(..., M^2, F, T)`` from :func:`packed_outer_products`.
 
     Returns:
         The same values, shape ``(..., M^2, F, T)``, as a view of a contiguous
-        ``(..., T, M^2, F)`` tensor: the frame-power GEMM then reads one frame's products at a
-        time (see the module notes).
+        ``(..., T, M^2, F)`` tensor: the GEMMs then read one frame's products at a time (see
+        the module notes).
     """
     return XX.movedim(-1, -3).contiguous().movedim(-3, -1)
 
