@@ -202,12 +202,27 @@ def log_abs_det(A: torch.Tensor) -> torch.Tensor:
     return torch.log(det.abs())  # abs: hypot for complex, no overflow of |det|^2
 
 
+#: for 3x3: the entries ``a[i+1, j+1], a[i+2, j+2], a[i+1, j+2], a[i+2, j+1]`` (indices mod 3) of
+#: every ``(i, j)``, as indices into the flattened matrix: ``(4 x 3 x 3,)``
+_CYCLIC_COFACTOR_INDEX = torch.tensor(
+    [
+        ((i + p) % 3) * 3 + (j + q) % 3
+        for p, q in ((1, 1), (2, 2), (1, 2), (2, 1))
+        for i in range(3)
+        for j in range(3)
+    ]
+)
+
+
 def inverse(A: torch.Tensor) -> torch.Tensor:
     """Inverse of general square matrices in the frequency-last layout.
 
     ``M <= 3`` by the adjugate over the determinant, elementwise over whole frequency vectors,
-    after scaling each matrix by its largest entry (so neither the cofactors nor the
-    determinant can overflow or underflow); larger ``M`` by ``torch.linalg.inv``.
+    after scaling each matrix by its largest real or imaginary part (so neither the cofactors
+    nor the determinant can overflow or underflow); larger ``M`` by ``torch.linalg.inv``. For
+    ``M = 3`` the cofactors take the cyclic form ``C_ij = a[i+1, j+1] a[i+2, j+2] -
+    a[i+1, j+2] a[i+2, j+1]`` (indices mod 3, the sign included), i.e. one gather and three
+    elementwise ops for all nine.
 
     Args:
         A: ``(..., M, M, freq)`` invertible matrices.
@@ -218,9 +233,10 @@ def inverse(A: torch.Tensor) -> torch.Tensor:
     M = A.shape[-2]
     if M > 3:
         return torch.linalg.inv(A.movedim(-1, -3)).movedim(-3, -1)
-    real = A.real.dtype
-    scale = A.abs().amax((-3, -2)).clamp_min(torch.finfo(real).tiny)  # (..., F)
-    a = A / scale.unsqueeze(-2).unsqueeze(-2)
+    parts = torch.view_as_real(A) if A.is_complex() else A.unsqueeze(-1)
+    # (..., M, M, F, 1 or 2) -> (..., F): a leading-dim reduction first, the fast order
+    scale = parts.abs().flatten(-4, -3).amax(-3).amax(-1).clamp_min(torch.finfo(parts.dtype).tiny)
+    a = A * scale.reciprocal().unsqueeze(-2).unsqueeze(-2)
     if M == 1:
         adj, det = torch.ones_like(a), a[..., 0, 0, :]
     elif M == 2:
@@ -228,20 +244,16 @@ def inverse(A: torch.Tensor) -> torch.Tensor:
         det = a00 * a11 - a01 * a10
         adj = torch.stack([a11, -a01, -a10, a00], -2).unflatten(-2, (2, 2))
     else:
-        e = [[a[..., i, j, :] for j in range(3)] for i in range(3)]
-
-        def cof(i: int, j: int) -> torch.Tensor:  # cofactor C_ij
-            r0, r1 = [r for r in range(3) if r != i]
-            c0, c1 = [c for c in range(3) if c != j]
-            sign = 1.0 if (i + j) % 2 == 0 else -1.0
-            return sign * (e[r0][c0] * e[r1][c1] - e[r0][c1] * e[r1][c0])
-
-        cofactors = [[cof(i, j) for j in range(3)] for i in range(3)]
-        det = e[0][0] * cofactors[0][0] + e[0][1] * cofactors[0][1] + e[0][2] * cofactors[0][2]
-        # adjugate = transposed cofactor matrix
-        adj = torch.stack([cofactors[j][i] for i in range(3) for j in range(3)], -2)
-        adj = adj.unflatten(-2, (3, 3))
-    return adj / (det * scale).unsqueeze(-2).unsqueeze(-2)
+        # gathered through the real view: index_select of complex tensors is far slower
+        flat = torch.view_as_real(a).flatten(-4, -3) if a.is_complex() else a.flatten(-3, -2)
+        index = _CYCLIC_COFACTOR_INDEX.to(a.device)
+        gathered = flat.index_select(-3 if a.is_complex() else -2, index)
+        e = torch.view_as_complex(gathered) if a.is_complex() else gathered
+        e = e.unflatten(-2, (4, 3, 3))
+        C = e[..., 0, :, :, :] * e[..., 1, :, :, :] - e[..., 2, :, :, :] * e[..., 3, :, :, :]
+        det = (a[..., 0, :, :] * C[..., 0, :, :]).sum(-2)
+        adj = C.transpose(-3, -2)
+    return adj * (det * scale).reciprocal().unsqueeze(-2).unsqueeze(-2)
 
 
 def to_freq_last(A: torch.Tensor) -> torch.Tensor:

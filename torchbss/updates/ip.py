@@ -245,12 +245,10 @@ def ip2_pair_sweep(
     # Hermitian parts: diagonals (real) and the (0, 1) entries
     g11, g22 = G[..., 0, 0, :].real, G[..., 1, 1, :].real  # (..., 2 s, F)
     g12 = 0.5 * (G[..., 0, 1, :] + G[..., 1, 0, :].conj())
-    degenerate, c_max, c_min = _pencil_eigenvectors(g11, g22, g12, eps)
-    c_k = _normalised(c_max, g11[..., 0, :], g22[..., 0, :], g12[..., 0, :], eps)
-    c_l = _normalised(c_min, g11[..., 1, :], g22[..., 1, :], g12[..., 1, :], eps)
-    w_k = P[..., 0, :, 0, :] * c_k[..., 0:1, :] + P[..., 0, :, 1, :] * c_k[..., 1:2, :]
-    w_l = P[..., 1, :, 0, :] * c_l[..., 0:1, :] + P[..., 1, :, 1, :] * c_l[..., 1:2, :]
-    W_ip2 = _replace_rows(W, (k, l), (w_k.conj(), w_l.conj()))
+    degenerate, c = _pencil_rows(g11, g22, g12, eps)
+    # new rows w_s = P_s c_s: (..., 2 s, M, F)
+    w = (P * c.unsqueeze(-3)).sum(-2).conj()
+    W_ip2 = _replace_rows(W, (k, l), w.unbind(-3))
     if degenerate is None:
         return W_ip2
     W_ip1, _ = ip1_sweep(W, A, V_inv, eps, [k, l])
@@ -287,55 +285,112 @@ def ip2_stereo(
     """
     loaded = Vd + (load * Vd.mean(-2).clamp_min(floor)).unsqueeze(-2)
     # pencil entries (..., 2 s, F) with s = 0: H = V_1, s = 1: L = V_0
-    g11, g22, g12 = loaded[..., :, 0, :].flip(-2), loaded[..., :, 1, :].flip(-2), Vo[..., :, 0, :]
-    g12 = g12.flip(-2)
-    degenerate, c_max, c_min = _pencil_eigenvectors(g11, g22, g12, eps)
-    w_0 = _normalised(c_max, g11[..., 1, :], g22[..., 1, :], g12[..., 1, :], eps)
-    w_1 = _normalised(c_min, g11[..., 0, :], g22[..., 0, :], g12[..., 0, :], eps)
-    W_ip2 = torch.stack([w_0.conj(), w_1.conj()], -3)
+    g11, g22, g12 = loaded[..., :, 0, :], loaded[..., :, 1, :], Vo[..., :, 0, :]
+    degenerate, c = _pencil_rows(g11.flip(-2), g22.flip(-2), g12.flip(-2), eps, swap_norms=True)
+    W_ip2 = c.conj()
     if degenerate is None:
         return W_ip2
     W_ip1, _ = ip1_sweep(W, inverse(W), loaded_inverse(Vd, Vo, load, floor), eps)
     return torch.where(degenerate[..., None, None, :], W_ip1, W_ip2)
 
 
-def _pencil_eigenvectors(
-    g11: torch.Tensor, g22: torch.Tensor, g12: torch.Tensor, eps: float
-) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
-    """The IP2 pencil's degenerate bins (``None`` if there are none) and its eigenvectors.
-
-    Entries ``(..., 2 s, F)`` of ``H`` (``s = 0``) and ``L`` (``s = 1``). Degenerate bins get a
-    harmless pencil (``H = diag(2, 1)``, ``L = I``) so that the discarded IP2 values there, and
-    their gradients, stay finite (``torch.where`` passes ``0 * NaN = NaN`` otherwise).
+def _pencil_coefficients(
+    d1: torch.Tensor, d2: torch.Tensor, o: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``det(H - mu L) = a mu^2 - b mu + c`` for 2x2 Hermitian ``H``, ``L`` by entries
+    ``(..., 2 s, F)`` (``s = 0``: ``H``).
 
     Returns:
-        ``(degenerate (..., F) or None, c_max, c_min)`` as :func:`_gen_eig_2x2`.
+        ``(dets, b, disc)``: ``dets = (c, a)`` ``(..., 2 s, F)`` (the two determinants), ``b``
+        ``(..., F)`` and the discriminant ``b^2 - 4 a c`` floored at 0.
     """
-    degenerate = _ip2_degenerate(g11, g22, g12)
-    if bool(degenerate.any()):
-        dummy = torch.tensor([[2.0, 1.0], [1.0, 1.0]], dtype=g11.dtype, device=g11.device)
-        g11 = torch.where(degenerate.unsqueeze(-2), dummy[:, 0, None], g11)
-        g22 = torch.where(degenerate.unsqueeze(-2), dummy[:, 1, None], g22)
-        g12 = torch.where(degenerate.unsqueeze(-2), torch.zeros_like(g12), g12)
-    else:
-        degenerate = None
-    c_max, c_min = _gen_eig_2x2(g11, g22, g12, eps)
-    return degenerate, c_max, c_min
+    dets = d1 * d2 - (o * o.conj()).real
+    h11, l11 = d1.unbind(-2)
+    h22, l22 = d2.unbind(-2)
+    h12, l12 = o.unbind(-2)
+    b = h11 * l22 + h22 * l11 - 2.0 * (h12 * l12.conj()).real
+    disc = (b * b - 4.0 * dets[..., 0, :] * dets[..., 1, :]).clamp_min(0.0)
+    return dets, b, disc
 
 
-def _normalised(
-    c: torch.Tensor, g11: torch.Tensor, g22: torch.Tensor, g12: torch.Tensor, eps: float
-) -> torch.Tensor:
-    """``c / sqrt(c^H G c)`` for a 2x2 Hermitian ``G`` by entries ``(..., F)``.
+def _pencil_rows(
+    g11: torch.Tensor, g22: torch.Tensor, g12: torch.Tensor, eps: float, swap_norms: bool = False
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """The generalized eigenvectors of the 2x2 Hermitian pencil ``H c = mu L c`` (``L`` PD),
+    normalised, and the bins where the pencil is too degenerate to use them.
 
-    Computed scale-free (``c`` to unit norm, ``G`` to unit trace), so that ``eps`` floors the
-    relative quantity ``c^H G c / (|c|^2 tr G)`` whatever the scale of the covariances.
+    ``H``, ``L`` are given by their entries ``(..., 2 s, F)`` (``s = 0``: ``H``, ``s = 1``: ``L``).
+    Both are first scaled to unit trace: the eigenvectors do not change and nothing can
+    overflow. ``det(H - mu L) = 0`` is solved in closed form; the discriminant's square root is
+    floored at ``eps`` (relative) so the gradient stays finite at repeated eigenvalues. The
+    eigenvector of the largest ``mu`` is a null vector of ``H - mu L`` (from the better
+    conditioned of its two rows); the other one is taken ``L``-orthogonal to it, which keeps
+    the two rows independent even at repeated eigenvalues (e.g. silent input).
+
+    Degenerate bins: where the relative eigenvalue gap ``(mu_max - mu_min) / (mu_max + mu_min)``
+    is below :data:`IP2_DEGENERATE_GAP` (proportional ``H``, ``L``: the eigenvectors are
+    ill-defined), or where ``H`` or ``L`` is ill-conditioned beyond the square root of the
+    precision (a near-silent or duplicated mic: the closed form loses its accuracy and its
+    gradient overflows). No gradient flows through that decision. There the eigenvectors are
+    those of a harmless pencil (``H = diag(2, 1)``, ``L = I``), so that the values the caller
+    discards, and their gradients, stay finite (``torch.where`` passes ``0 * NaN = NaN``).
+
+    Each eigenvector ``c_s`` is normalised to ``c_s^H G_s c_s = 1`` (``swap_norms``: by the other
+    matrix of the pair), scale-free: ``eps`` floors ``c^H G c / (|c|^2 tr G)``.
+
+    Returns:
+        ``(degenerate (..., F) or None, c (..., 2, 2, F))``: ``c[..., 0, :, :]`` the eigenvector
+        of the largest ``mu``, ``c[..., 1, :, :]`` the other one.
     """
     tiny = torch.finfo(g11.dtype).tiny
-    c = c * (c.real.square() + c.imag.square()).sum(-2, keepdim=True).clamp_min(tiny).rsqrt()
-    t = (g11 + g22).clamp_min(tiny)
-    q = _quad(g11 / t, g22 / t, g12 / t, c).clamp_min(eps) * t
-    return c / q.sqrt().unsqueeze(-2)
+    trace = (g11 + g22).clamp_min(tiny)
+    inv_trace = trace.reciprocal()
+    d1, d2, o = g11 * inv_trace, g22 * inv_trace, g12 * inv_trace
+    dets, b, disc = _pencil_coefficients(d1, d2, o)
+    with torch.no_grad():  # b >= 0 for PSD H, L; NaN compares False: degenerate
+        conditioning = torch.finfo(b.dtype).eps * 10
+        ill = (dets < conditioning).any(-2)
+        degenerate = ~(disc > (IP2_DEGENERATE_GAP * b).square()) | ill
+    e1, e2, eo = d1, d2, o
+    if bool(degenerate.any()):
+        m = degenerate.unsqueeze(-2)
+        # H = diag(2, 1) and L = I at unit trace: d1 = (2/3, 1/2), d2 = (1/3, 1/2) over s
+        harmless = torch.tensor([[2 / 3, 1 / 2], [1 / 3, 1 / 2]], dtype=d1.dtype, device=d1.device)
+        e1 = torch.where(m, harmless[0, :, None], d1)
+        e2 = torch.where(m, harmless[1, :, None], d2)
+        eo = torch.where(m, torch.zeros_like(o), o)
+        dets, b, disc = _pencil_coefficients(e1, e2, eo)
+    else:
+        degenerate = None
+    root = (disc + (eps * b.abs().clamp_min(tiny)).square()).sqrt()
+    mu = (b + root) * (2.0 * dets[..., 1, :].clamp_min(tiny)).reciprocal()
+    h11, l11 = e1.unbind(-2)
+    h22, l22 = e2.unbind(-2)
+    h12, l12 = eo.unbind(-2)
+    # a null vector of B = H - mu L, from the better conditioned of its two rows
+    b00, b11, b01 = h11 - mu * l11, h22 - mu * l22, h12 - mu * l12
+    b01_sq = (b01 * b01.conj()).real
+    n1 = b01_sq + b00.square()  # |v1|^2, v1 = (-b01, b00)
+    n2 = b11.square() + b01_sq  # |v2|^2, v2 = (b11, -b10)
+    first = n1 >= n2
+    v0 = torch.where(first, -b01, b11.to(b01.dtype))
+    v1 = torch.where(first, b00.to(b01.dtype), -b01.conj())
+    # B == 0 (e.g. a silent bin): e1, so that nothing is 0/0
+    ok = torch.maximum(n1, n2) > tiny
+    c0 = torch.where(ok, v0, torch.ones_like(v0))
+    c1 = torch.where(ok, v1, torch.zeros_like(v1))
+    u0 = l11 * c0 + l12 * c1
+    u1 = l12.conj() * c0 + l22 * c1
+    c = torch.stack([c0, c1, u1.conj(), -u0.conj()], -2).unflatten(-2, (2, 2))
+    # normalisation, both rows at once: q = c^H G c, with G of unit trace
+    if swap_norms:
+        d1, d2, o, trace = d1.flip(-2), d2.flip(-2), o.flip(-2), trace.flip(-2)
+    c0, c1 = c.unbind(-2)  # (..., 2 rows, F)
+    p0, p1 = (c0 * c0.conj()).real, (c1 * c1.conj()).real
+    norm = (p0 + p1).clamp_min(tiny)
+    quad = d1 * p0 + d2 * p1 + 2.0 * (c0.conj() * o * c1).real
+    scale = ((quad * norm.reciprocal()).clamp_min(eps) * trace * norm).rsqrt()
+    return degenerate, c * scale.unsqueeze(-2)
 
 
 def _replace_rows(
@@ -346,107 +401,6 @@ def _replace_rows(
     for i, row in zip(index, rows):
         parts[i] = row
     return torch.stack(parts, -3)
-
-
-def _pencil_coefficients(
-    h11: torch.Tensor,
-    h22: torch.Tensor,
-    h12: torch.Tensor,
-    l11: torch.Tensor,
-    l22: torch.Tensor,
-    l12: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``det(H - mu L) = a mu^2 - b mu + c`` for 2x2 Hermitian ``H``, ``L`` (entries given)."""
-    a = l11 * l22 - (l12.real.square() + l12.imag.square())
-    b = h11 * l22 + h22 * l11 - 2.0 * (h12 * l12.conj()).real
-    c = h11 * h22 - (h12.real.square() + h12.imag.square())
-    return a, b, c
-
-
-def _unit_trace(
-    d1: torch.Tensor, d2: torch.Tensor, o: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``A / trace(A)`` of a packed 2x2 Hermitian: the pencil's eigenvectors do not change, and
-    nothing can overflow."""
-    t = (d1 + d2).clamp_min(torch.finfo(d1.dtype).tiny)
-    return d1 / t, d2 / t, o / t
-
-
-def _ip2_degenerate(g11: torch.Tensor, g22: torch.Tensor, g12: torch.Tensor) -> torch.Tensor:
-    """Bins where the 2x2 pencil ``H c = mu L c`` is too degenerate for a stable IP2 step.
-
-    ``H = G_k``, ``L = G_l`` given by their entries ``(..., 2 s, F)`` (``s = 0``: ``H``). That is
-    where the relative eigenvalue gap ``(mu_max - mu_min) / (mu_max + mu_min)`` is below
-    :data:`IP2_DEGENERATE_GAP` (proportional ``H``, ``L``: the eigenvectors are ill-defined),
-    or where ``H`` or ``L`` is ill-conditioned beyond the square root of the precision (a
-    near-silent or duplicated mic), where the closed form loses its accuracy and its gradient
-    overflows. No gradient flows through this decision.
-
-    Returns:
-        ``(..., F)`` bool.
-    """
-    with torch.no_grad():
-        h11, h22, h12 = _unit_trace(g11, g22, g12)
-        a, b, c = _pencil_coefficients(
-            h11[..., 0, :], h22[..., 0, :], h12[..., 0, :],
-            h11[..., 1, :], h22[..., 1, :], h12[..., 1, :],
-        )  # fmt: skip
-        disc = (b * b - 4.0 * a * c).clamp_min(0.0)
-        gap = disc.sqrt() / b.abs().clamp_min(torch.finfo(b.dtype).tiny)
-        gap = torch.where(torch.isfinite(gap), gap, torch.zeros_like(gap))
-        # det of a unit-trace 2x2 PSD matrix ~ its smallest eigenvalue: 1 / condition number
-        conditioning = torch.finfo(a.dtype).eps * 10
-        return (gap < IP2_DEGENERATE_GAP) | (a < conditioning) | (c < conditioning)
-
-
-def _quad(g11: torch.Tensor, g22: torch.Tensor, g12: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """``c^H G c`` (real): 2x2 Hermitian ``G`` by entries ``(..., F)``, ``c`` ``(..., 2, F)``."""
-    c0, c1 = c[..., 0, :], c[..., 1, :]
-    cross = (c0.conj() * g12 * c1).real
-    return (
-        g11 * (c0.real.square() + c0.imag.square())
-        + g22 * (c1.real.square() + c1.imag.square())
-        + 2.0 * cross
-    )
-
-
-def _gen_eig_2x2(
-    g11: torch.Tensor, g22: torch.Tensor, g12: torch.Tensor, eps: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Generalized eigenvectors of the 2x2 Hermitian pencil ``H c = mu L c`` (``L`` PD).
-
-    ``H``, ``L`` given by their entries ``(..., 2 s, F)`` (``s = 0``: ``H``, ``s = 1``: ``L``).
-    Solves ``det(H - mu L) = 0`` in closed form. Returns the (unnormalised) eigenvectors of the
-    largest and of the smallest eigenvalue, each ``(..., 2, F)``; the latter is taken
-    L-orthogonal to the former. The discriminant's square root is floored at ``eps``
-    (relative) so the gradient stays finite at repeated eigenvalues.
-    """
-    d1, d2, o = _unit_trace(g11, g22, g12)
-    h11, h22, h12 = d1[..., 0, :], d2[..., 0, :], o[..., 0, :]
-    l11, l22, l12 = d1[..., 1, :], d2[..., 1, :], o[..., 1, :]
-    a, b, c = _pencil_coefficients(h11, h22, h12, l11, l22, l12)
-    tiny = torch.finfo(b.dtype).tiny
-    scale = b.abs().clamp_min(tiny)
-    disc = (b * b - 4.0 * a * c).clamp_min(0.0)
-    root = (disc + (eps * scale) ** 2).sqrt()
-    mu = (b + root) / (2.0 * a.clamp_min(tiny))
-    # a null vector of B = H - mu L, from the better conditioned of its two rows
-    b00, b11 = h11 - mu * l11, h22 - mu * l22
-    b01 = h12 - mu * l12
-    n1 = b01.real.square() + b01.imag.square() + b00.square()  # |v1|^2, v1 = (-b01, b00)
-    n2 = b11.square() + b01.real.square() + b01.imag.square()  # |v2|^2, v2 = (b11, -b10)
-    first = n1 >= n2
-    v0 = torch.where(first, -b01, b11.to(b01.dtype))
-    v1 = torch.where(first, b00.to(b01.dtype), -b01.conj())
-    # degenerate pencil (B == 0, e.g. a silent bin): fall back to e1 so nothing is 0/0
-    ok = torch.maximum(n1, n2) > tiny
-    c0 = torch.where(ok, v0, torch.ones_like(v0))
-    c1 = torch.where(ok, v1, torch.zeros_like(v1))
-    # the other eigenvector is L-orthogonal to c_max: this keeps the two rows independent even
-    # at repeated eigenvalues (e.g. silent input)
-    u0 = l11 * c0 + l12 * c1
-    u1 = l12.conj() * c0 + l22 * c1
-    return torch.stack([c0, c1], -2), torch.stack([u1.conj(), -u0.conj()], -2)
 
 
 #: the cache of the IP updates is the packed cache of every :class:`PackedUpdate`
