@@ -67,6 +67,16 @@ def test_packed_gemms_equal_the_definitions_in_both_storage_orders(batch):
     major = frames_major(XX)
     assert major.shape == XX.shape and not major.is_contiguous()
     assert major.movedim(-1, -3).is_contiguous()  # stored (..., T, M^2, F)
+    # written frames-major directly (float64 products of complex64 input, as the separators
+    # use it; with a frame mask): the same numbers, bit for bit, in the same storage order
+    mask = torch.rand(batch + (T,), generator=g) > 0.3
+    X32 = X.to(torch.complex64)
+    ref = frames_major(packed_outer_products(X32, mask, dtype=torch.float64))
+    direct = packed_outer_products(X32, mask, dtype=torch.float64, store_frames_major=True)
+    assert direct.movedim(-1, -3).is_contiguous() and direct.shape == ref.shape
+    assert torch.equal(direct, ref) and bool(
+        ref[..., ~mask[..., None, None, :].expand_as(ref)].eq(0).all()
+    )
     V = weighted_covariance(X, w)  # (..., K, F, M, M)
     Y = demix(W, X, M)  # (..., K, F, T)
     power = Y.abs().square().sum(-2, keepdim=True)

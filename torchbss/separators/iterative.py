@@ -100,7 +100,6 @@ from torchbss.updates.base import (
     planar_mixture,
 )
 from torchbss.updates.covariance import (
-    frames_major,
     packed_outer_products,
     packed_output_power,
     packed_weighted_covariance,
@@ -283,13 +282,13 @@ class IterativeSeparator(Separator):
             # order both GEMMs then stream fastest, see covariance.frames_major; 3x3 8 s IP1
             # ~420 -> ~400 ms against a float32 copy for the covariances). On other devices
             # the covariances read a float32 copy, fewer bytes
-            exact = packed_outer_products(Xr, frame_mask, dtype=torch.float64)
-            if Xr.device.type != "cpu":
-                outer = exact.to(torch.float32)
-            elif exact.nbytes > self.cpu_chunk_bytes:
-                exact = outer = frames_major(exact)
-            else:
-                outer = exact
+            M, F, T = Xr.shape[-3:]
+            big = Xr.shape[:-3].numel() * M * M * F * T * 8 > self.cpu_chunk_bytes
+            cpu = Xr.device.type == "cpu"
+            exact = packed_outer_products(
+                Xr, frame_mask, dtype=torch.float64, store_frames_major=cpu and big
+            )
+            outer = exact if cpu else exact.to(torch.float32)
             cache = self.update.prepare(Xr, n_src, frame_mask, outer=outer)
             cache = dataclasses.replace(cache, outer_power=exact)
         else:

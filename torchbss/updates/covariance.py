@@ -176,7 +176,10 @@ def valid_frames(
 
 
 def packed_outer_products(
-    X: torch.Tensor, frame_mask: torch.Tensor | None = None, dtype: torch.dtype | None = None
+    X: torch.Tensor,
+    frame_mask: torch.Tensor | None = None,
+    dtype: torch.dtype | None = None,
+    store_frames_major: bool = False,
 ) -> torch.Tensor:
     """Packed real outer products ``x_ft x_ft^H`` for the GEMM covariances, once per separation.
 
@@ -192,16 +195,19 @@ def packed_outer_products(
         dtype: real dtype of the result (default: that of ``X``). ``float64`` for ``complex64``
             input keeps the products exact (a product of two float32 numbers is exact in
             float64), which :func:`packed_output_power` needs.
+        store_frames_major: store the result as :func:`frames_major` does, written there
+            directly (no full-size copy of the products).
 
     Returns:
-        ``(..., M^2, freq, frames)`` real, contiguous.
+        ``(..., M^2, freq, frames)`` real: contiguous, or a view of a contiguous
+        ``(..., frames, M^2, freq)`` tensor with ``store_frames_major``.
     """
     M = X.shape[-3]
     rows, cols = upper_pairs(M)
     real = X.real.dtype if dtype is None else dtype
     R = torch.view_as_real(X)
-    re, im = R[..., 0].to(real), R[..., 1].to(real)  # planar (..., M, F, T)
     if torch.is_grad_enabled() and X.requires_grad:
+        re, im = R[..., 0].to(real), R[..., 1].to(real)  # planar (..., M, F, T)
         parts = [re.square() + im.square()]
         if rows:
             ri, rj, ii, ij = (
@@ -214,15 +220,26 @@ def packed_outer_products(
         XX = torch.cat(parts, dim=-3)
         if frame_mask is not None:
             XX = XX * frame_mask.to(real)[..., None, None, :]
-        return XX
-    # no graph: write every plane in place into one buffer (no temporaries)
+        return frames_major(XX) if store_frames_major else XX
+    # no graph: write every plane in place into one buffer (no temporaries); frames-major, the
+    # planes are (..., T, M, F) and the buffer (..., T, C, F), so every write is in order
     P = len(rows)
-    XX = torch.empty(X.shape[:-3] + (M + 2 * P,) + X.shape[-2:], dtype=real, device=X.device)
-    torch.mul(re, re, out=XX[..., :M, :, :]).addcmul_(im, im)
+    axis = -2 if store_frames_major else -3
+    planes = (R[..., 0], R[..., 1])  # (..., M, F, T)
+    if store_frames_major:
+        planes = tuple(part.movedim(-1, -3) for part in planes)  # (..., T, M, F)
+    re, im = (part.to(real, memory_format=torch.contiguous_format) for part in planes)
+    shape = list(re.shape)
+    shape[axis] = M + 2 * P
+    XX = torch.empty(shape, dtype=real, device=X.device)
+    plane = lambda t, i: t.select(axis, i)  # noqa: E731
+    torch.mul(re, re, out=XX.narrow(axis, 0, M)).addcmul_(im, im)
     for p, (i, j) in enumerate(zip(rows, cols)):
-        ri, rj, ii, ij = re[..., i, :, :], re[..., j, :, :], im[..., i, :, :], im[..., j, :, :]
-        torch.mul(ri, rj, out=XX[..., M + p, :, :]).addcmul_(ii, ij)
-        torch.mul(ii, rj, out=XX[..., M + P + p, :, :]).addcmul_(ri, ij, value=-1)
+        ri, rj, ii, ij = plane(re, i), plane(re, j), plane(im, i), plane(im, j)
+        torch.mul(ri, rj, out=plane(XX, M + p)).addcmul_(ii, ij)
+        torch.mul(ii, rj, out=plane(XX, M + P + p)).addcmul_(ri, ij, value=-1)
+    if store_frames_major:
+        XX = XX.movedim(-3, -1)  # (..., C, F, T) view of the (..., T, C, F) buffer
     if frame_mask is not None:
         XX.mul_(frame_mask.to(real)[..., None, None, :])
     return XX
