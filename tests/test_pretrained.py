@@ -80,3 +80,25 @@ def test_cli_separates_with_the_shipped_model(tmp_path, capsys):
     assert y.shape[-1] == 3 * fs and bool(torch.isfinite(y).all()) and float(y.abs().max()) > 0
     assert main([*cmd, "--method", "neural-auxiva", "--checkpoint", "x.pt"]) == 2
     assert "drop --checkpoint" in capsys.readouterr().err
+
+
+def test_shipped_settings_reach_every_entry_point():
+    """``PRETRAINED_SETTINGS`` (neural-auxiva: also aligned after iteration 10, chosen on the
+    `val` rooms) apply to ``pretrained``, ``load_pretrained`` and ``torchbss separate``;
+    ``--no-align`` turns both alignments off."""
+    import argparse
+
+    from torchbss.cli.main import _load_waveform_separator
+    from torchbss.export import PRETRAINED_SETTINGS, load_pretrained
+
+    assert PRETRAINED_SETTINGS["neural-auxiva"] == {"align_every": 10}
+    assert pretrained("neural-auxiva").align_every == 10
+    assert load_pretrained("neural-auxiva")[0].separator.align_every == 10
+    base = dict(checkpoint=None, method="neural-auxiva", compile=False, n_src=None, n_iter=None)
+    base.update(n_fft=None, hop=None, ref_mic=0)
+    for align in (None, False):
+        args = argparse.Namespace(**base, align=align)
+        sep = _load_waveform_separator(args, 2, torch.device("cpu")).separator
+        assert sep.align_every == 10 and sep.align_permutations is (align is None)
+    # the plain export loader keeps the file's training config
+    assert load_separator(pretrained_path("neural-auxiva"))[0].separator.align_every == 0

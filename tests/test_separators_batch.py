@@ -474,3 +474,42 @@ def test_compile_flag_is_checked():
         NMF(compile="yes")
     with pytest.raises(ValueError, match="compile"):
         ILRMA(source_model=NMF(), compile=True)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: AuxIVA(n_iter=6, update="ip2", source_model="laplace"),  # packed, frame powers
+        lambda: ILRMA(n_iter=6, n_basis=2, seed=0),  # packed, NMF powers (bases permuted)
+        lambda: AuxIVA(n_iter=6, update="ip1", source_model="laplace", n_src=2),  # OverIVA loop
+    ],
+    ids=["auxiva-packed", "ilrma", "overiva-generic"],
+)
+def test_align_every_is_calls_of_that_many_iterations(make):
+    """``align_every=k`` aligns inside the call exactly as calls of ``k`` iterations do (each
+    ends with the alignment), and it did realign something here; without
+    ``align_permutations`` it does nothing."""
+    X = make_mixture(batch=(2,), n_src=3, n_frames=80, seed=11)
+    with torch.no_grad():
+        sep = make()
+        sep.align_every = 3
+        inside = sep(X)
+        split = make()
+        split.n_iter = 3
+        first = split(X)
+        calls = split(X, first.state)
+        plain = make()(X)
+        sep.align_permutations = False
+        off = sep(X)
+        plain_off = make()
+        plain_off.align_permutations = False
+    torch.testing.assert_close(inside.sources, calls.sources, rtol=1e-10, atol=0)
+    torch.testing.assert_close(inside.demixing, calls.demixing, rtol=1e-10, atol=0)
+    assert not torch.allclose(inside.sources, plain.sources)  # the mid-run alignment acted
+    with torch.no_grad():
+        torch.testing.assert_close(off.sources, plain_off(X).sources, rtol=0, atol=0)
+
+
+def test_align_every_rejects_negative():
+    with pytest.raises(ValueError, match="align_every"):
+        AuxIVA(n_iter=2, align_every=-1)

@@ -30,7 +30,9 @@ __all__ = [
     "load_separator",
     "pretrained",
     "pretrained_path",
+    "load_pretrained",
     "PRETRAINED",
+    "PRETRAINED_SETTINGS",
     "ExportError",
     "FORMAT",
 ]
@@ -42,6 +44,11 @@ VERSION = 1
 #: trained separators shipped inside the package (``torchbss/assets``): name -> file. Each is
 #: described (training data, steps, held-out figures) in ``torchbss/assets/README.md``.
 PRETRAINED = {"neural-auxiva": "neural_auxiva_2x2.pt"}
+#: inference settings of the shipped separators, chosen on the validation rooms after their
+#: training (attributes set on the loaded separator; the file keeps the training config):
+#: neural-auxiva aligns its permutations after iteration 10 too (mean SI-SDRi on the 60 `val`
+#: rooms 6.19 -> 6.38 dB: 3x3 5.03 -> 5.60, 2x2 and 2s4m within 0.01 dB; BENCHMARKS.md)
+PRETRAINED_SETTINGS: dict[str, dict[str, Any]] = {"neural-auxiva": {"align_every": 10}}
 
 
 class ExportError(ValueError):
@@ -208,13 +215,29 @@ def pretrained_path(name: str) -> Path:
     return Path(__file__).resolve().parent / "assets" / PRETRAINED[name]
 
 
+def load_pretrained(name: str, map_location: str | torch.device = "cpu"):
+    """A shipped trained separator with its STFT and its :data:`PRETRAINED_SETTINGS`.
+
+    Args:
+        name: a key of :data:`PRETRAINED`.
+        map_location: device of the weights.
+
+    Returns:
+        ``(waveform_separator, metadata)`` as :func:`load_separator`.
+    """
+    wsep, meta = load_separator(pretrained_path(name), map_location=map_location)
+    for key, value in PRETRAINED_SETTINGS.get(name, {}).items():
+        setattr(wsep.separator, key, value)
+    return wsep, meta
+
+
 def pretrained(name: str, n_src: int | None = None, map_location: str | torch.device = "cpu"):
     """A shipped trained separator (STFT domain), e.g. for a config's ``separator`` node.
 
     ``_target_: torchbss.export.pretrained`` with ``name: neural-auxiva`` selects it in a config;
-    :func:`load_separator` on :func:`pretrained_path` gives it with its STFT as a
+    :func:`load_pretrained` gives it with its STFT as a
     :class:`~torchbss.inference.WaveformSeparator` (what ``torchbss separate --method
-    neural-auxiva`` uses).
+    neural-auxiva`` uses). Both apply its :data:`PRETRAINED_SETTINGS`.
 
     Args:
         name: a key of :data:`PRETRAINED`.
@@ -224,8 +247,7 @@ def pretrained(name: str, n_src: int | None = None, map_location: str | torch.de
     Returns:
         The separator module (``X (..., mics, freq, frames)`` -> :class:`SeparationResult`).
     """
-    wsep, _ = load_separator(pretrained_path(name), map_location=map_location)
-    sep = wsep.separator
+    sep = load_pretrained(name, map_location=map_location)[0].separator
     if n_src is not None:
         if not hasattr(sep, "n_src"):
             raise ValueError(f"pretrained separator {name!r} has a fixed number of sources")

@@ -111,6 +111,15 @@ def _method_table() -> dict[str, Method]:
     table.append(Method("neural_auxiva_shipped", "pretrained:neural-auxiva"))
     no_align = {"align_permutations": False}
     table.append(Method("neural_auxiva_unaligned", "pretrained:neural-auxiva", no_align))
+    # the alignment inside the run too, every align_every iterations (shipped since stop 27:
+    # every 10), against the alignment at the end only (shipped at stops 22-26), for the model
+    # and its classic baseline
+    for every in (0, 5, 10):
+        name = "neural_auxiva_end_aligned" if every == 0 else f"neural_auxiva_align{every}"
+        table.append(Method(name, "pretrained:neural-auxiva", {"align_every": every}))
+    for every in (5, 10):
+        kw = {"n_iter": 20, "update": "ip2", "source_model": "laplace", "align_every": every}
+        table.append(Method(f"auxiva_ip2_laplace_it20_align{every}", "AuxIVA", kw))
     # near-silent frames left out of the alignment (align_silence), for the shipped model and
     # its classic baseline
     for silence in (0.03, 0.1, 0.2, 0.4):

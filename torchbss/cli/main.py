@@ -121,7 +121,7 @@ def build_separator(method: str, *, n_src: int | None, n_iter: int | None, ref_m
 
 def _load_waveform_separator(args: argparse.Namespace, n_mics: int, device: torch.device):
     """The :class:`WaveformSeparator` of ``separate``: a method or an exported checkpoint."""
-    from torchbss.export import load_separator
+    from torchbss.export import load_pretrained, load_separator
     from torchbss.inference import WaveformSeparator
 
     checkpoint = args.checkpoint
@@ -137,7 +137,10 @@ def _load_waveform_separator(args: argparse.Namespace, n_mics: int, device: torc
             "(--model), not to a trained checkpoint"
         )
     if checkpoint is not None:
-        wsep, _ = load_separator(checkpoint, map_location=device)
+        if args.method in SHIPPED:  # with its inference settings
+            wsep, _ = load_pretrained(args.method, map_location=device)
+        else:
+            wsep, _ = load_separator(checkpoint, map_location=device)
         sep = wsep.separator
         fixed = {"n_src": args.n_src, "n_iter": args.n_iter}
         if args.method in SHIPPED and args.n_src is not None:

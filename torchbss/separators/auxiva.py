@@ -50,6 +50,9 @@ class AuxIVA(IterativeSeparator):
             rooms: +0.76 dB mean SI-SDRi for the default configuration (better in 106 of 149
             rooms), +1.4 dB for IP2-Laplace at 20 iterations; ``False`` gives the plain
             algorithm (the pyroomacoustics / ssspy parity).
+        align_silence, align_every: frames left out of the alignment and the alignment every
+            ``align_every`` iterations inside a call (``0``: only at the end); see
+            :class:`~torchbss.separators.IterativeSeparator`.
 
     Example:
         >>> import torch
@@ -71,6 +74,7 @@ class AuxIVA(IterativeSeparator):
         track_cost: bool = True,
         align_permutations: bool = True,
         align_silence: float = 0.0,
+        align_every: int = 0,
     ) -> None:
         super().__init__(
             n_iter=n_iter,
@@ -85,4 +89,5 @@ class AuxIVA(IterativeSeparator):
             track_cost=track_cost,
             align_permutations=align_permutations,
             align_silence=align_silence,
+            align_every=align_every,
         )

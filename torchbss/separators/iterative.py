@@ -176,6 +176,13 @@ class IterativeSeparator(Separator):
         align_silence: frames quieter than this fraction of the median output frame power are
             left out of the alignment (``silence`` of
             :func:`~torchbss.updates.alignment.power_permutation`; ``0``: every frame counts).
+        align_every: with ``align_permutations``, also align after every ``align_every``
+            iterations inside a call (``0``: only at the end), on the scaled outputs as at the
+            end; the iterations then go on from the aligned demixing, which gets a source model
+            that sees all bins of a source at once (IVA, a neural model) out of a
+            frequency-block permutation that it would otherwise keep. The same as splitting the
+            call into calls of ``align_every`` iterations, without preparing the input again.
+            A recorded cost can jump at an alignment.
     """
 
     def __init__(
@@ -192,6 +199,7 @@ class IterativeSeparator(Separator):
         track_cost: bool = True,
         align_permutations: bool = False,
         align_silence: float = 0.0,
+        align_every: int = 0,
     ) -> None:
         super().__init__()
         self.n_iter = check_positive_int(n_iter, "n_iter", minimum=0)
@@ -215,6 +223,7 @@ class IterativeSeparator(Separator):
         self.track_cost = check_bool(track_cost, "track_cost")
         self.align_permutations = check_bool(align_permutations, "align_permutations")
         self.align_silence = check_range(align_silence, "align_silence", 0.0, 1.0)
+        self.align_every = check_positive_int(align_every, "align_every", minimum=0)
 
     # ------------------------------------------------------------------ input
     def _check_input(self, X: object, frame_mask: torch.Tensor | None) -> int:
@@ -396,11 +405,26 @@ class IterativeSeparator(Separator):
                 )
             else:
                 W, Y, source = self._iteration(W, Y, source, problem)
+            if self._aligns_after(i, n_iter):
+                W, source = self._aligned_state(problem, W, Y, source)
+                Y = demix(W, problem.Xr, problem.n_src)
             if costs is not None:
                 costs.append(self._cost(W, Y, source, problem))
             if callback is not None:
                 callback(i, self._result(problem, W, Y, source, None))
         return self._result(problem, W, Y, source, costs)
+
+    def _aligns_after(self, i: int, n_iter: int) -> bool:
+        """Whether the iterations align after iteration ``i`` (0-based) of ``n_iter``."""
+        every = self.align_every if self.align_permutations else 0
+        return every > 0 and (i + 1) % every == 0 and i + 1 < n_iter
+
+    def _aligned_state(
+        self, problem: _Problem, W: torch.Tensor, Y: torch.Tensor, source: Any
+    ) -> tuple[torch.Tensor, Any]:
+        """The demixing ``(..., freq, mics, mics)`` and source state aligned as at the end."""
+        result = self._result(problem, W, Y, source, None)
+        return result.state.demixing, result.state.source
 
     # ------------------------------------------------------------------ the packed loop
     def _packed_route(self, background: bool) -> str | None:
@@ -583,6 +607,12 @@ class IterativeSeparator(Separator):
                 )
             else:
                 W, est, source, cost = self._packed_iteration(W, est, source, problem, buffers)
+            if self._aligns_after(i, n_iter):
+                W_pub = from_freq_last(W)
+                Y = est if problem.route == "estimates" else demix(W_pub, problem.Xr, problem.n_src)
+                W_pub, source = self._aligned_state(problem, W_pub, Y, source)
+                W, cost = to_freq_last(W_pub), None
+                est = self._packed_estimates(W, problem, buffers)
             if costs is not None:
                 if cost is None:
                     cost = self._packed_cost(W, est, source, problem, buffers)
@@ -764,6 +794,7 @@ class IterativeSeparator(Separator):
             f"n_iter={self.n_iter}, update={self.update!r}, n_src={self.n_src}, "
             f"ref_mic={self.ref_mic}, scaling={self.scaling!r}, "
             f"align_permutations={self.align_permutations}"
+            + (f", align_every={self.align_every}" if self.align_every else "")
         )
 
 
