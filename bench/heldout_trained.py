@@ -29,10 +29,12 @@ from bench.validation.run import (
 )
 from torchbss.export import PRETRAINED, load_separator, pretrained_path
 
-#: the trained method (as shipped: with the frequency-permutation alignment, and without it),
+#: the trained method (as shipped: with the frequency-permutation alignment, also after iteration
+#: 10 since stop 27; with it at the end only, as shipped at stops 22-26; and without it),
 #: its classic baseline with the same iterations (without and with the alignment), and others
 COMPARED = (
     "neural_auxiva_shipped",
+    "neural_auxiva_end_aligned",
     "neural_auxiva_unaligned",
     "auxiva_ip2_laplace_it20",
     "auxiva_ip2_laplace_it20_aligned",
@@ -46,6 +48,7 @@ GAINS = (
     ("neural_auxiva_shipped", "auxiva_ip2_laplace_it20_aligned"),
     ("neural_auxiva_unaligned", BASELINE),
     ("neural_auxiva_shipped", "neural_auxiva_unaligned"),
+    ("neural_auxiva_shipped", "neural_auxiva_end_aligned"),
     ("auxiva_ip2_laplace_it20_aligned", BASELINE),
 )
 #: the untrained start of the online fine-tuning run (forget 0.98, load 1e-2) and the default
