@@ -120,6 +120,11 @@ def _method_table() -> dict[str, Method]:
     for every in (5, 10):
         kw = {"n_iter": 20, "update": "ip2", "source_model": "laplace", "align_every": every}
         table.append(Method(f"auxiva_ip2_laplace_it20_align{every}", "AuxIVA", kw))
+    # the class defaults (100 iterations) with the alignment inside the run too
+    for every in (0, 20, 50):
+        table.append(Method(f"auxiva_default_align{every}", "AuxIVA", {"align_every": every}))
+        kw = {"align_every": every}
+        table.append(Method(f"ilrma_default_align{every}", "ILRMA", kw, seeded=True))
     # near-silent frames left out of the alignment (align_silence), for the shipped model and
     # its classic baseline
     for silence in (0.03, 0.1, 0.2, 0.4):
