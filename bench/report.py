@@ -53,9 +53,9 @@ SECTIONS: list[tuple[str, str, str, str]] = [
     (
         "bench_regression",
         "Nothing got slower: this checkout against the previous commit",
-        "python -m bench.bench_regression --base 3958b0d --repeat 5",
+        "python -m bench.bench_regression --base 8fadeb4 --repeat 5",
         "Median time of the same workloads with the previous implementation (the last commit of "
-        "stop 25) and this one, alternating in fresh single-thread processes.",
+        "stop 26) and this one, alternating in fresh single-thread processes.",
     ),
     (
         "bench_batch",
