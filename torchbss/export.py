@@ -47,7 +47,8 @@ PRETRAINED = {"neural-auxiva": "neural_auxiva_2x2.pt"}
 #: inference settings of the shipped separators, chosen on the validation rooms after their
 #: training (attributes set on the loaded separator; the file keeps the training config):
 #: neural-auxiva aligns its permutations after iteration 10 too (mean SI-SDRi on the 60 `val`
-#: rooms 6.19 -> 6.38 dB: 3x3 5.03 -> 5.60, 2x2 and 2s4m within 0.01 dB; BENCHMARKS.md)
+#: rooms per case 6.40 -> 6.61 dB: 3x3 5.53 -> 6.12, 2x2 +0.07, 2s4m -0.02;
+#: validation_neural_midalign_val in BENCHMARKS.md)
 PRETRAINED_SETTINGS: dict[str, dict[str, Any]] = {"neural-auxiva": {"align_every": 10}}
 
 
