@@ -291,8 +291,7 @@ class IterativeSeparator(Separator):
             # order both GEMMs then stream fastest, see covariance.frames_major; 3x3 8 s IP1
             # ~420 -> ~400 ms against a float32 copy for the covariances). On other devices
             # the covariances read a float32 copy, fewer bytes
-            M, F, T = Xr.shape[-3:]
-            big = Xr.shape[:-3].numel() * M * M * F * T * 8 > self.cpu_chunk_bytes
+            big = Xr.shape[:-3].numel() * _outer_bytes(Xr) > self.cpu_chunk_bytes
             cpu = Xr.device.type == "cpu"
             exact = packed_outer_products(
                 Xr, frame_mask, dtype=torch.float64, store_frames_major=cpu and big
@@ -650,9 +649,7 @@ class IterativeSeparator(Separator):
         if torch.is_grad_enabled() and X.requires_grad:
             return 0
         n_batch = X.shape[:-3].numel()
-        M, F, T = X.shape[-3:]
-        per_mixture = 8 * M * M * F * T
-        chunk = max(1, self.cpu_chunk_bytes // max(per_mixture, 1))
+        chunk = max(1, self.cpu_chunk_bytes // max(_outer_bytes(X), 1))
         return chunk if chunk < n_batch else 0
 
     def _run_chunked(
@@ -796,6 +793,13 @@ class IterativeSeparator(Separator):
             f"align_permutations={self.align_permutations}"
             + (f", align_every={self.align_every}" if self.align_every else "")
         )
+
+
+def _outer_bytes(X: torch.Tensor) -> int:
+    """Bytes of one mixture's float64 packed outer products (``8 mics^2 freq frames``), the
+    working set that :attr:`IterativeSeparator.cpu_chunk_bytes` budgets."""
+    M, F, T = X.shape[-3:]
+    return 8 * M * M * F * T
 
 
 def _valid(problem: _Problem) -> torch.Tensor | int:
