@@ -10,7 +10,12 @@ import torch
 import torchbss
 from torchbss.data import bundled_speech
 from torchbss.updates import demix, projection_back
-from torchbss.updates.alignment import frequency_permutation, permute_demixing, permute_sources
+from torchbss.updates.alignment import (
+    frequency_permutation,
+    permute_along,
+    permute_demixing,
+    permute_sources,
+)
 
 STFT = torchbss.STFT(n_fft=512, hop_length=128)
 
@@ -126,6 +131,39 @@ def test_permute_demixing_keeps_background_rows():
     P = permute_demixing(W, perm)
     assert torch.equal(P[1, 0], W[1, 1]) and torch.equal(P[1, 1], W[1, 0])
     assert torch.equal(P[0], W[0]) and torch.equal(P[..., 2:, :], W[..., 2:, :])
+
+
+@pytest.mark.parametrize(
+    "shape, source_dim, freq_dim",
+    [
+        ((7, 4, 9), -2, -3),  # (F, K', rows): whole rows, one index_select
+        ((4, 7, 10), -3, -2),  # (K', F, B)
+        ((2, 4, 7, 8), -3, -2),  # an outer dim before the pair
+        ((3, 7, 5, 8), -2, -3),
+        ((2, 5, 4, 7), -3, -1),  # not adjacent (W's rows, frequency last): elementwise gather
+        ((5, 4, 7), -2, -1),  # adjacent but no inner rows (A's columns): gather
+    ],
+)
+@pytest.mark.parametrize("lead", [(), (2,), (2, 3)])
+def test_permute_along_is_the_per_bin_permutation(lead, shape, source_dim, freq_dim):
+    """Entry k of bin f takes entry perm[f, k] along the source dim, per leading index, both
+    the row-copy and the gather route; source entries beyond the permuted 3 stay."""
+    g = torch.Generator().manual_seed(len(lead) * 10 + len(shape))
+    n_src, n_freq = 3, 7
+    perm = torch.rand(*lead, n_freq, n_src, generator=g).argsort(-1)
+    value = torch.randn(*lead, *shape, dtype=torch.complex128, generator=g)
+    out = permute_along(value, perm, source_dim, freq_dim)
+    n_lead, nd = len(lead), value.ndim
+    s, f = source_dim % nd, freq_dim % nd
+    assert out.shape == value.shape and out.is_contiguous()
+    for idx in itertools.product(*(range(n) for n in lead)):
+        for j, k in itertools.product(range(n_freq), range(value.shape[s])):
+            src = int(perm[idx + (j, k)]) if k < n_src else k
+            got = out[idx].select(s - n_lead, k).select(f - n_lead - (f > s), j)
+            want = value[idx].select(s - n_lead, src).select(f - n_lead - (f > s), j)
+            assert torch.equal(got, want)
+    with pytest.raises(ValueError, match="two different dims"):
+        permute_along(value, perm, source_dim, source_dim)
 
 
 def _mixture(n_mics: int = 2) -> torch.Tensor:
