@@ -650,27 +650,19 @@ def _random_bin_permutations(batch, n_freq: int, n_src: int, seed: int = 0) -> t
         (lambda **kw: OnlineILRMA(n_freq=N_FREQ, n_src=3, n_basis=2, minibatch=3, **kw), 3),
     ],
 )
-@pytest.mark.parametrize("stored", [False, True])
-def test_permute_state_moves_every_per_source_entry(make, mics, stored):
+def test_permute_state_moves_every_per_source_entry(make, mics):
     """permute_state moves every per-source entry with its row of W: per bin, slot k takes
     source perm[f, k] in W, A, V (and the ILRMA bases and statistics: every per-source,
-    per-bin entry of the state; with realign_powers="stored" the stored output powers), the
-    background rows stay, and A stays the inverse of W."""
-    sep = (
-        make(realign_every=100, realign_window=8, realign_powers="stored")
-        if stored
-        else make(realign_every=0)
-    )
+    per-bin entry of the state), the background rows stay, and A stays the inverse of W."""
+    from torchbss.separators.online.spatial import permute_state
+
+    sep = make(realign_every=0)
     n_src = 3 if isinstance(sep, OnlineILRMA) else 2
     X, _ = _mixture(batch=2, n_src=n_src, n_frames=70, mics=mics)
     _, state = _run(sep, X[..., :50])
     perm = _random_bin_permutations((2,), N_FREQ, n_src)
     assert not torch.equal(perm, perm.sort(-1).values)
-    moved = sep.permute_state(state, perm)
-    if stored:  # (B, F, K, window)
-        for b, f, k in itertools.product(range(2), range(N_FREQ), range(n_src)):
-            j = int(perm[b, f, k])
-            assert torch.equal(moved["recent"][b, f, k], state["recent"][b, f, j])
+    moved = permute_state(state, perm, sep.source_keys)
     eye = torch.eye(mics, dtype=X.dtype).expand_as(moved["W"])
     torch.testing.assert_close(moved["W"] @ moved["A"], eye)
     for b, f, k in itertools.product(range(2), range(N_FREQ), range(n_src)):
@@ -689,25 +681,23 @@ def test_permute_state_moves_every_per_source_entry(make, mics, stored):
     assert per_source == set(sep.source_keys)
 
 
-@pytest.mark.parametrize("powers", ["current", "stored"])
-def test_realign_undoes_scrambled_bands_of_a_real_separation(powers):
+def test_realign_undoes_scrambled_bands_of_a_real_separation():
     """After online AuxIVA (realigned every 8 frames) has run on 6 s of real speech, whole
-    bands of its demixing are swapped between the sources (what a bad start leaves behind;
-    with stored powers, the outputs of the last 128 frames are swapped alike, as if that
-    demixing had produced them); one realignment over the last 128 frames puts back the rows
-    of (nearly) every bin, up to one global order."""
+    bands of its demixing are swapped between the sources (what a bad start leaves behind);
+    one realignment over the last 128 frames puts back the rows of (nearly) every bin, up to
+    one global order."""
     from conftest import load_mixture
 
     mix, _, fs = load_mixture("2x2_01")
     window = torch.hann_window(2048, periodic=True)
     X = torch.stft(mix[:, : 6 * fs].float(), 2048, 512, window=window, return_complex=True)
-    sep = OnlineAuxIVA(n_src=2, realign_every=8, realign_window=128, realign_powers=powers)
+    sep = OnlineAuxIVA(n_src=2, realign_every=8, realign_window=128)
     _, state = _run(sep, X)
     F = X.shape[-2]
     perm = torch.arange(2).repeat(F, 1)
     for lo, hi in ((40, 160), (300, 520), (700, 760)):  # three swapped bands, 44 % of bins
         perm[lo:hi] = perm[lo:hi].flip(-1)
-    scrambled = sep.permute_state(state, perm)
+    scrambled = permute_state_public(sep, state, perm)
 
     def restored(fixed):
         W, Wf = state["W"][:, :2], fixed["W"][:, :2]
@@ -735,54 +725,21 @@ def test_realign_undoes_scrambled_bands_of_a_real_separation(powers):
     assert set(sep.to_public(with_scratch)) == set(state)
 
 
+def permute_state_public(sep, state, perm):
+    from torchbss.separators.online.spatial import permute_state
+
+    return permute_state(state, perm, sep.source_keys)
+
+
 @pytest.mark.parametrize("make", [OnlineAuxIVA, lambda **kw: OnlineILRMA(n_freq=N_FREQ, **kw)])
-def test_stored_powers_are_the_outputs_and_follow_each_realignment(make, monkeypatch):
-    """With realign_powers="stored", state["recent"] holds |y_kft|^2 of the outputs as the
-    frames produced them (slot t % window), and every realignment permutes the stored powers
-    of a bin exactly as it permutes that bin's rows of W."""
-    X, _ = _mixture(batch=2, n_frames=40)
-    sep = make(realign_every=1000, realign_window=8, realign_powers="stored")
-    Y, state = _run(sep, X[..., :20])
-    P = (Y.real.square() + Y.imag.square()).transpose(-2, -3)  # (B, F, K, T)
-    for t in range(12, 20):
-        assert torch.equal(state["recent"][..., t % 8], P[..., t])
-    calls = []
-    sep = make(realign_every=4, realign_window=8, realign_powers="stored")
-    realign = sep.realign
-
-    def recording(state, *args):  # copies: the frame loop writes the stored powers in place
-        before = {k: v.clone() for k, v in state.items()}
-        out = realign(state, *args)
-        calls.append((before, {k: v.clone() for k, v in out.items()}))
-        return out
-
-    monkeypatch.setattr(sep, "realign", recording)
-    _run(sep, X)
-    assert len(calls) == 10
-    swaps = 0
-    for before, after in calls:  # internal layout: W (B, M, M, F), recent (B, F, K, window)
-        swapped = (after["W"][:, 0] == before["W"][:, 1]).all(-2)  # (B, F)
-        kept = (after["W"][:, 0] == before["W"][:, 0]).all(-2)
-        assert bool((swapped | kept).all())
-        want = torch.where(swapped[..., None, None], before["recent"].flip(-2), before["recent"])
-        assert torch.equal(after["recent"], want)
-        swaps += int(swapped.sum())
-    assert swaps > 0  # some bins were realigned
-
-
-@pytest.mark.parametrize("powers", ["current", "stored"])
-@pytest.mark.parametrize("make", [OnlineAuxIVA, lambda **kw: OnlineILRMA(n_freq=N_FREQ, **kw)])
-def test_realignment_is_causal_and_block_split_invariant(make, powers, monkeypatch):
+def test_realignment_is_causal_and_block_split_invariant(make, monkeypatch):
     """With a realignment every 3 frames over 10, the output of frame t depends on frames
     <= t only, and any block split (and a NaN frame in one stream) gives the same outputs;
     realigning the streams one at a time (the CPU path for large batches) changes nothing."""
     X, _ = _mixture(batch=2, n_frames=40)
     # warm-up sweeps on the first 20 frames: after the skipped frame the two streams' counters
     # differ, so around frame 20 one stream is still warming up and the other is not
-    sep = make(
-        realign_every=3, realign_window=10, warmup_frames=20, warmup_sweeps=3,
-        realign_powers=powers,
-    )  # fmt: skip
+    sep = make(realign_every=3, realign_window=10, warmup_frames=20, warmup_sweeps=3)
     Y = sep(X).sources
     torch.testing.assert_close(sep(X[..., :25]).sources, Y[..., :25], rtol=0, atol=0)
     Yb, _ = _stream(sep, X, 7)

@@ -12,7 +12,6 @@ import torch
 from torchbss.separators.online.base import State, config_repr
 from torchbss.separators.online.spatial import (
     REALIGN_EVERY,
-    REALIGN_POWERS,
     REALIGN_ROUNDS,
     REALIGN_SILENCE,
     REALIGN_WINDOW,
@@ -139,12 +138,11 @@ class OnlineAuxIVA(OnlineSpatialSeparator):
         realign_silence: float = REALIGN_SILENCE,
         warmup_frames: int = WARMUP_FRAMES,
         warmup_sweeps: int = WARMUP_SWEEPS,
-        realign_powers: str = REALIGN_POWERS,
     ) -> None:
         super().__init__(
             n_src, ref_mic, load, forget, eps, trainable, forget_per_freq, n_freq, tbptt,
             checkpoint, checkpoint_block, compile, realign_every, realign_window, realign_rounds,
-            realign_silence, warmup_frames, warmup_sweeps, realign_powers,
+            realign_silence, warmup_frames, warmup_sweeps,
         )  # fmt: skip
         self.source_model = as_source_model(source_model)
 

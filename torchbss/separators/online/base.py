@@ -248,18 +248,12 @@ class OnlineSeparator(Separator):
         return state
 
     def after_frame(
-        self,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        before: torch.Tensor,
-        state: State,
-        count: int | None,
+        self, x: torch.Tensor, before: torch.Tensor, state: State, count: int | None
     ) -> State:
         """Called after every frame on the internal state (default: as is).
 
         Args:
             x: ``(..., [mics,] freq)`` the frame as it came in (complex, possibly non-finite).
-            y: the frame's output (as :meth:`frame` returns it; zeros for a skipped frame).
             before: ``(...)`` the frame counters before the frame (a stream whose counter did
                 not advance skipped the frame).
             state: the internal state after the frame.
@@ -374,9 +368,7 @@ class OnlineSeparator(Separator):
                 state = new
             # entries the frame does not touch (e.g. the alignment's buffer) carry over
             state.update((k, v) for k, v in previous.items() if k not in state)
-            state = self.after_frame(
-                X[..., t], y, before, state, None if count is None else count + t
-            )
+            state = self.after_frame(X[..., t], before, state, None if count is None else count + t)
             outs.append(y)
         return torch.stack(outs, dim=-1), state
 

@@ -16,7 +16,6 @@ from torchbss._validation import check_choice, check_positive_int, check_range
 from torchbss.separators.online.base import State, config_repr, inverse_softplus
 from torchbss.separators.online.spatial import (
     REALIGN_EVERY,
-    REALIGN_POWERS,
     REALIGN_ROUNDS,
     REALIGN_SILENCE,
     REALIGN_WINDOW,
@@ -221,7 +220,6 @@ class OnlineILRMA(OnlineSpatialSeparator):
         realign_silence: float = REALIGN_SILENCE,
         warmup_frames: int = WARMUP_FRAMES,
         warmup_sweeps: int = 1,
-        realign_powers: str = REALIGN_POWERS,
     ) -> None:
         check_positive_int(n_freq, "n_freq")
         check_choice(basis_init, "basis_init", ("flat", "uniform"))
@@ -229,7 +227,7 @@ class OnlineILRMA(OnlineSpatialSeparator):
         super().__init__(
             n_src, ref_mic, load, forget, eps, trainable, forget_per_freq, n_freq, tbptt,
             checkpoint, checkpoint_block, compile, realign_every, realign_window, realign_rounds,
-            realign_silence, warmup_frames, warmup_sweeps, realign_powers,
+            realign_silence, warmup_frames, warmup_sweeps,
         )  # fmt: skip
         self.n_basis = check_positive_int(n_basis, "n_basis")
         self.minibatch = check_positive_int(minibatch, "minibatch")

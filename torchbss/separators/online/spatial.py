@@ -29,7 +29,7 @@ from einops import einsum
 from torch import nn
 
 from torchbss._compile import CompiledKernels
-from torchbss._validation import check_bool, check_choice, check_positive_int, check_range
+from torchbss._validation import check_bool, check_positive_int, check_range
 from torchbss.separators.base import SeparationResult
 from torchbss.separators.online.base import OnlineSeparator, State, inverse_softplus
 from torchbss.updates import background_update, ip1_sweep, loaded_inverse
@@ -55,7 +55,6 @@ from torchbss.updates.hermitian import (
 __all__ = [
     "OnlineSpatialSeparator",
     "REALIGN_EVERY",
-    "REALIGN_POWERS",
     "REALIGN_ROUNDS",
     "REALIGN_SILENCE",
     "REALIGN_WINDOW",
@@ -86,11 +85,6 @@ WARMUP_SWEEPS = 4
 #: frames at a stream's start weighed as much as speech, and their leaving the window flipped
 #: a third of the bins at once; chosen on the `val` rooms (0.001-0.4)
 REALIGN_SILENCE = 0.1
-#: the output powers a realignment aligns: ``"current"``, the window's mixture frames demixed
-#: again by the current ``W`` (``state["recent"]`` holds the mixture frames); ``"stored"``, the
-#: outputs' powers as each frame produced them (``state["recent"]`` holds those, permuted along
-#: with every realignment), which saves the demixing and the mixture buffer
-REALIGN_POWERS = "current"
 #: internal state entries: the realignments' scratch buffers (see ``begin_block``)
 _POWER, _WORK = "_realign_power", "_realign_work"
 
@@ -103,9 +97,7 @@ def _realign_chunk(n_freq: int, n_src: int, window: int, device: torch.device) -
     return max(1, (1 << 19) // (n_freq * n_src * window))
 
 
-def permute_state(
-    state: State, perm: torch.Tensor, source_keys: Sequence[str], stored_powers: bool = False
-) -> State:
+def permute_state(state: State, perm: torch.Tensor, source_keys: Sequence[str]) -> State:
     """A public online state with its sources permuted per bin.
 
     Args:
@@ -114,8 +106,6 @@ def permute_state(
         perm: ``(..., freq, K)`` int64: slot ``k`` of bin ``f`` takes source ``perm[..., f, k]``
             (:func:`~torchbss.updates.alignment.frequency_permutation`).
         source_keys: the per-source entries to permute.
-        stored_powers: ``state["recent"]`` holds output powers ``(..., freq, K, window)``
-            (``realign_powers="stored"``); they are permuted too.
 
     Returns:
         A new dict: the first ``K`` rows of ``W``, columns of ``A`` and per-source entries
@@ -124,8 +114,6 @@ def permute_state(
     n_lead = perm.ndim - 2
     # the columns of A = W^{-1} follow the rows of W
     dims = {"W": (-2, -3), "A": (-1, -3)} | {key: (n_lead, n_lead + 1) for key in source_keys}
-    if stored_powers:
-        dims["recent"] = (-2, -3)
     return _permuted(state, perm, dims)
 
 
@@ -240,12 +228,10 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
         realign_silence: float = REALIGN_SILENCE,
         warmup_frames: int = WARMUP_FRAMES,
         warmup_sweeps: int = WARMUP_SWEEPS,
-        realign_powers: str = REALIGN_POWERS,
     ) -> None:
         super().__init__(
             forget, eps, trainable, forget_per_freq, n_freq, tbptt, checkpoint, checkpoint_block
         )
-        self.realign_powers = check_choice(realign_powers, "realign_powers", ("current", "stored"))
         self.compile = check_bool(compile, "compile")
         self.realign_every = check_positive_int(realign_every, "realign_every", minimum=0)
         self.realign_window = check_positive_int(realign_window, "realign_window", minimum=2)
@@ -303,10 +289,8 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
         }
         if n_src < n_mics:
             state["C"] = torch.zeros(batch + (n_freq, n_mics, n_mics), **opts)
-        if self.realign_every:
-            # the last frames, planar (rows [Re x; Im x] per bin), or their output powers
-            rows = n_src if self.realign_powers == "stored" else 2 * n_mics
-            shape = batch + (n_freq, rows, self.realign_window)
+        if self.realign_every:  # the last frames, planar: rows [Re x; Im x] per bin
+            shape = batch + (n_freq, 2 * n_mics, self.realign_window)
             state["recent"] = torch.zeros(shape, dtype=X.real.dtype, device=X.device)
         return state
 
@@ -346,34 +330,26 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
             recent = state["recent"]
             state = {**state, "recent": recent.clone()}
             # scratch of the realignments of this block (internal only, dropped by to_public):
-            # the output powers (..., F, K, window) and, for the current powers, the block
-            # demixing's (..., F, 2 K, window), allocated once per block (fresh large tensors
-            # per realignment cost page faults)
+            # the output powers (..., F, K, window) and the block demixing's (..., F, 2 K,
+            # window), allocated once per block (fresh large tensors per realignment cost page
+            # faults)
             n_src, shape = state["Vd"].shape[-3], recent.shape
             n_freq, window = shape[-3], shape[-1]
             n = min(math.prod(shape[:-3]), _realign_chunk(n_freq, n_src, window, recent.device))
             opts = {"dtype": recent.dtype, "device": recent.device}
             state[_POWER] = torch.empty((n, n_freq, n_src, window), **opts)
-            if self.realign_powers == "current":
-                state[_WORK] = torch.empty((n, n_freq, 2 * n_src, window), **opts)
+            state[_WORK] = torch.empty((n, n_freq, 2 * n_src, window), **opts)
         return state
 
-    def after_frame(self, x, y, before, state, count):
+    def after_frame(self, x, before, state, count):
         if not self.realign_every:
             return state
         recent, window, every = state["recent"], self.realign_window, self.realign_every
-        if self.realign_powers == "stored":  # the output's power, (..., F, K)
-            y = y.detach()
-            p = y.square().sum(-1) if self.compile else y.real.square() + y.imag.square()
-            parts = (p.transpose(-1, -2),)
-        else:  # the mixture frame, (..., F, M) twice
-            xt = x.detach().transpose(-1, -2)
-            parts = (xt.real, xt.imag)
+        n_mics = x.shape[-2]
+        xt = x.detach().transpose(-1, -2)  # (..., F, M)
         if count is not None:  # the usual case: one counter, no skipped frame, no host sync
-            row = 0
-            for part in parts:
-                recent[..., row : row + part.shape[-1], count % window] = part
-                row += part.shape[-1]
+            recent[..., :n_mics, count % window] = xt.real
+            recent[..., n_mics:, count % window] = xt.imag
             if (count + 1) % every:
                 return state
             return self.realign(state, None, count + 1)
@@ -382,7 +358,7 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
         slot = (before % window).reshape(before.shape + (1, 1, 1))
         slot = slot.expand(recent.shape[:-1] + (1,))
         old = recent.gather(-1, slot)[..., 0]
-        new = torch.where(moved[..., None, None], torch.cat(parts, -1), old)
+        new = torch.where(moved[..., None, None], torch.cat([xt.real, xt.imag], -1), old)
         recent.scatter_(-1, slot, new[..., None])
         due = moved & (after % every == 0)
         if not bool(due.any()):
@@ -392,17 +368,15 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
     def realign(self, state: State, due: torch.Tensor | None, count: int | None = None) -> State:
         """Undo frequency-block permutations of the current demixing (internal state).
 
-        The output powers of the last ``realign_window`` frames (:attr:`realign_powers`:
-        the window's mixture frames demixed again by the current ``W``, or the outputs' powers
-        as the frames produced them; frames quieter than ``realign_silence`` times the window's
-        median frame power are left out) go to
-        :func:`~torchbss.updates.alignment.power_permutation` (the batch alignment), which
-        finds the per-bin permutation that aligns their power-ratio envelopes; the rows of
-        ``W``, the columns of ``A``, the per-source statistics (:attr:`source_keys`) and the
-        stored powers of every bin are permuted alike, so the recursion goes on from the
-        aligned solution. ``due``: ``(...)`` streams to realign (``None``: all); ``count``: the
-        frames every stream has seen, when known (a full window needs no frame mask). The
-        choice passes no gradient; the permuted state does.
+        The current ``W`` demixes the last ``realign_window`` frames (``state["recent"]``;
+        those quieter than ``realign_silence`` times the window's median frame power are left
+        out); :func:`~torchbss.updates.alignment.power_permutation` (the batch alignment) finds
+        the per-bin permutation of its outputs that aligns their power-ratio envelopes, and the
+        rows of ``W``, the columns of ``A`` and the per-source statistics (:attr:`source_keys`)
+        of every bin are permuted alike (in the internal layout, :meth:`internal_source_dims`),
+        so the recursion goes on from the aligned solution. ``due``: ``(...)`` streams to
+        realign (``None``: all); ``count``: the frames every stream has seen, when known (a full
+        window needs no frame mask). The choice passes no gradient; the permuted state does.
         """
         recent, window, frame = state["recent"], self.realign_window, state["frame"]
         n_src, n_freq = state["Vd"].shape[-3], recent.shape[-3]
@@ -411,7 +385,6 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
             filled = frame.clamp_max(window)[..., None]  # (..., 1)
             mask = torch.arange(window, device=recent.device) < filled  # (..., window)
         lead = frame.shape
-        stored = self.realign_powers == "stored"
         W = state["W"].detach()
         if self.compile:  # (..., 2, M, M, F) planes
             W = torch.complex(W[..., 0, :, :, :], W[..., 1, :, :, :])
@@ -429,19 +402,13 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
                 part = slice(i, i + chunk)
                 if flat_due is not None and not bool(flat_due[part].any()):
                     continue
-                n = flat_W[part].shape[0]
                 out = work = None
                 if _POWER in state:  # (n, K, F, window) view of the (n, F, K, window) buffer
+                    n = flat_W[part].shape[0]
                     out = state[_POWER].reshape((-1,) + state[_POWER].shape[-3:])[:n]
                     out = out.movedim(-2, -3)
-                    work = state.get(_WORK)
-                    if work is not None:
-                        work = work.reshape((-1,) + work.shape[-3:])[:n]
-                if stored:  # power_permutation overwrites its input: a copy (n, K, F, T)
-                    P = flat_recent[part].movedim(-2, -3)
-                    P = P.clone() if out is None else out.copy_(P)
-                else:
-                    P = demix_power(flat_W[part], flat_recent[part], n_src, out, work)
+                    work = state[_WORK].reshape((-1,) + state[_WORK].shape[-3:])[:n]
+                P = demix_power(flat_W[part], flat_recent[part], n_src, out, work)  # (n, K, F, T)
                 perm[part] = power_permutation(
                     P,
                     None if mask is None else mask[part],
@@ -455,24 +422,12 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
             perm = torch.where(due[..., None, None], perm, identity)
         return _permuted(state, perm, self.internal_source_dims(len(lead)))
 
-    def permute_state(self, state: State, perm: torch.Tensor) -> State:
-        """:func:`permute_state` on a public state of this separator (its per-source entries,
-        and the stored output powers with ``realign_powers="stored"``)."""
-        return permute_state(state, perm, self.source_keys, self._stores_powers)
-
-    @property
-    def _stores_powers(self) -> bool:
-        return bool(self.realign_every) and self.realign_powers == "stored"
-
     def internal_source_dims(self, n_lead: int) -> dict[str, tuple[int, int]]:
         """The internal state's per-source entries as ``key: (source_dim, freq_dim)``: the rows
         of ``W``, the columns of ``A`` (eager ``(..., M, M, F)`` or planes ``(..., 2, M, M,
-        F)``), the packed covariances ``Vd``, ``Vo``, the stored powers of the realignment
-        ``(..., F, K, window)`` and the other :attr:`source_keys`, which keep their public
-        layout ``(..., K, F, ...)``."""
+        F)``), the packed covariances ``Vd``, ``Vo`` and the other :attr:`source_keys`, which
+        keep their public layout ``(..., K, F, ...)``."""
         dims = {"W": (-3, -1), "A": (-2, -1), "Vd": (-3, -1), "Vo": (-3, -1)}
-        if self._stores_powers:
-            dims["recent"] = (-2, -3)
         return dims | {key: (n_lead, n_lead + 1) for key in self.source_keys if key != "V"}
 
     def frame_inputs(self, X: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
