@@ -258,6 +258,53 @@ def test_tbptt_same_output_finite_gradients():
     assert not torch.allclose(g_cut["forget_logit"], g_full["forget_logit"])
 
 
+def test_weight_correction_starts_as_the_identity_and_learns():
+    """A FrameCorrection (correction_hidden > 0) leaves online ILRMA exactly as it was until
+    trained; every one of its parameters gets a finite gradient through the unrolled frames
+    (on random streams with silent passages and a silent stream), and a trained (non-zero)
+    correction changes the output."""
+    X = _random_streams(4)
+    kw = dict(n_freq=N_FREQ, n_src=2, n_basis=3, trainable=True)
+    plain, corrected = OnlineILRMA(**kw), OnlineILRMA(correction_hidden=16, **kw)
+    corrected.load_state_dict(plain.state_dict(), strict=False)
+    torch.testing.assert_close(corrected(X).sources, plain(X).sources, rtol=0, atol=0)
+    loss, grads = _loss_and_grads(corrected, X)
+    assert torch.isfinite(loss)
+    assert {n for n in grads if n.startswith("correction.")} == {
+        f"correction.net.{i}.{w}" for i in (0, 2, 4) for w in ("weight", "bias")
+    }
+    for name, grad in grads.items():
+        assert torch.isfinite(grad).all(), name
+    # the output layer starts at zero, so only it gets a gradient at first
+    assert grads["correction.net.4.weight"].abs().sum() > 0
+    with torch.no_grad():
+        corrected.correction.net[4].bias.fill_(1.0)  # variances x e^1 (bounded by tanh)
+    assert not torch.allclose(corrected(X).sources, plain(X).sources)
+
+
+def test_frame_correction_is_scale_equivariant_and_checks_its_input():
+    """Sources scaled by c (powers by c^2, weights by 1 / c^2) get the weights scaled by
+    1 / c^2: the features are relative powers; a frame with the wrong number of bins, or
+    compile=True, is refused."""
+    from torchbss.source_models import FrameCorrection
+
+    torch.manual_seed(0)
+    corr = FrameCorrection(N_FREQ, hidden=8).double()
+    for layer in corr.net[::2]:
+        torch.nn.init.normal_(layer.weight, std=0.5)
+    p = torch.rand(3, 2, N_FREQ, dtype=torch.float64) + 0.1
+    phi = 1.0 / (torch.rand(3, 2, N_FREQ, dtype=torch.float64) + 0.1)
+    out = corr(p, phi)
+    assert not torch.allclose(out, phi)
+    torch.testing.assert_close(corr(p * 9.0, phi / 9.0), out / 9.0, rtol=1e-9, atol=0)
+    bound = torch.exp(torch.tensor(corr.max_correction, dtype=torch.float64))
+    assert bool(((out / phi) <= bound).all() and ((phi / out) <= bound).all())
+    with pytest.raises(ValueError, match="n_freq=17 bins"):
+        corr(p[..., :10], phi[..., :10])
+    with pytest.raises(ValueError, match="compile=False"):
+        OnlineILRMA(n_freq=N_FREQ, correction_hidden=8, compile=True)
+
+
 def test_isnmf_learned_assignment_gradients():
     X, _ = _mixture(batch=2, n_frames=20, dtype=torch.complex64)
     sep = OnlineISNMF(n_freq=N_FREQ, n_src=2, n_basis=4, learn_assignment=True, trainable=True)

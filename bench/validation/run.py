@@ -2,7 +2,8 @@
 
 Run ``python -m bench.validation.run --methods ilrma_b2_ip1_init0 'auxiva_*' --cases 2x2 3x3
 2s4m --split val --rooms 50 --seeds 0 1 2 [--out NAME]``. Method names may be shell-style
-patterns over :data:`METHODS`; ``--list`` prints the table. Results go to
+patterns over :data:`METHODS`; ``--list`` prints the table; ``--export NAME=PATH`` also
+scores an exported separator file (e.g. a training run's ``export.pt``). Results go to
 ``bench/results/<NAME>.json`` (default ``validation_<split>``); runs already in that file are
 skipped, so an interrupted run resumes where it stopped. The aggregate table (mean, median,
 collapsed/total, whole signal and second half) is printed at the end.
@@ -456,7 +457,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--methods", nargs="+", default=["*_default"], help="names or patterns")
+    parser.add_argument("--methods", nargs="*", default=["*_default"], help="names or patterns")
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--split", default="val", choices=SPLITS)
     parser.add_argument("--rooms", type=int, default=50, help="rooms per case (default 50)")
@@ -466,6 +467,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--list", action="store_true", help="print the method table and exit")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument(
+        "--export",
+        nargs="+",
+        default=[],
+        metavar="NAME=PATH",
+        help="also score these exported separators (e.g. a training run's export.pt)",
+    )
     args = parser.parse_args(argv)
     if args.list:
         for m in METHODS.values():
@@ -475,9 +483,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(f"--rooms must be >= 1, got {args.rooms}")
     torch.set_num_threads(args.threads)
     try:
-        methods = resolve_methods(args.methods)
+        methods = resolve_methods(args.methods) if args.methods else []
     except ValueError as exc:
         parser.error(str(exc))
+    for spec in args.export:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not Path(path).is_file():
+            parser.error(f"--export takes NAME=PATH with an existing file, got {spec!r}")
+        methods.append(Method(name, f"file:{path}"))
     out = RESULTS_DIR / f"{args.out or 'validation_' + args.split}.json"
     data = evaluate(
         methods,

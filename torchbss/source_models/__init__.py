@@ -2,7 +2,7 @@
 
 from torchbss.source_models.base import SourceModel, masked_frame_mean, power
 from torchbss.source_models.iva import Gauss, Laplace, gauss_weights, laplace_weights
-from torchbss.source_models.neural import NeuralSourceModel
+from torchbss.source_models.neural import FrameCorrection, NeuralSourceModel
 from torchbss.source_models.nmf import (
     NMF,
     NMFState,
@@ -20,6 +20,7 @@ __all__ = [
     "Gauss",
     "NMF",
     "NMFState",
+    "FrameCorrection",
     "NeuralSourceModel",
     "laplace_weights",
     "gauss_weights",

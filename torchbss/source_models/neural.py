@@ -29,7 +29,7 @@ from torch import nn
 from torchbss._validation import check_positive_int
 from torchbss.source_models.base import SourceModel, power
 
-__all__ = ["NeuralSourceModel"]
+__all__ = ["FrameCorrection", "NeuralSourceModel"]
 
 
 class _ResidualBlock(nn.Module):
@@ -140,3 +140,69 @@ class NeuralSourceModel(SourceModel):
             f"n_freq={self.n_freq}, floor={self.floor}, joint={self.joint}, "
             f"max_correction={self.max_correction}"
         )
+
+
+class FrameCorrection(nn.Module):
+    """A learned, causal correction of an online source model's weights, one frame at a time.
+
+    The frame-wise counterpart of :class:`NeuralSourceModel` for the online separators (each
+    frame's weights may depend on that frame only): from the frame's power of the estimates
+    ``p`` and the model's weights ``phi = 1 / lambda`` (e.g. online ILRMA's NMF), a network
+    predicts a log-variance correction ``z``; the weights become ``phi exp(-z)``. Features per
+    source: ``log(p / mean_f p + floor)``, ``log(lambda / mean_f lambda + floor)`` and the mean
+    of the first over the other sources (what leaks between the estimates); a two-layer MLP over
+    the frequency bins (``3 freq -> hidden -> hidden -> freq``, GELU); ``z`` bounded by
+    ``max_correction`` (``max tanh(z / max)``). Scale-equivariant (the features are relative
+    powers) and, with its output layer at zero, the identity: an untrained correction leaves
+    the separator exactly as it was.
+
+    Args:
+        n_freq: frequency bins.
+        hidden: width of the hidden layers.
+        floor: relative floor inside the logs.
+        max_correction: bound of ``|z|``.
+
+    Shapes:
+        ``p``, ``phi``: ``(..., sources, freq)`` real non-negative -> ``(..., sources, freq)``.
+    """
+
+    def __init__(
+        self, n_freq: int, hidden: int = 128, floor: float = 1e-4, max_correction: float = 3.0
+    ) -> None:
+        super().__init__()
+        self.n_freq = check_positive_int(n_freq, "n_freq")
+        check_positive_int(hidden, "hidden")
+        if not floor > 0:
+            raise ValueError(f"floor must be > 0, got {floor!r}")
+        if not max_correction > 0:
+            raise ValueError(f"max_correction must be > 0, got {max_correction!r}")
+        self.floor, self.max_correction = float(floor), float(max_correction)
+        self.net = nn.Sequential(
+            nn.Linear(3 * n_freq, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
+            nn.Linear(hidden, n_freq),
+        )  # fmt: skip
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def _relative_log(self, x: torch.Tensor) -> torch.Tensor:
+        tiny = torch.finfo(x.dtype).tiny
+        return torch.log(x / x.mean(-1, keepdim=True).clamp_min(tiny) + self.floor)
+
+    def forward(self, p: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
+        """The corrected weights ``phi exp(-z)`` ``(..., sources, freq)``."""
+        if p.shape[-1] != self.n_freq:
+            raise ValueError(
+                f"FrameCorrection was built for n_freq={self.n_freq} bins, got a frame of shape "
+                f"{tuple(p.shape)} (..., sources, freq)"
+            )
+        own = self._relative_log(p)
+        n_src = own.shape[-2]
+        others = (own.sum(-2, keepdim=True) - own) / max(n_src - 1, 1)
+        features = torch.cat([own, self._relative_log(phi.reciprocal()), others], -1)
+        dtype = self.net[0].weight.dtype
+        z = self.net(features.to(dtype)).to(phi.dtype)
+        z = self.max_correction * torch.tanh(z / self.max_correction)
+        return phi * torch.exp(-z)
+
+    def extra_repr(self) -> str:
+        return f"n_freq={self.n_freq}, floor={self.floor}, max_correction={self.max_correction}"

@@ -24,6 +24,7 @@ from torchbss.separators.online.spatial import (
     demix_frame,
     spatial_frame_planes,
 )
+from torchbss.source_models.neural import FrameCorrection
 from torchbss.source_models.nmf import (
     _activation_update,
     _basis_statistics,
@@ -185,6 +186,10 @@ class OnlineILRMA(OnlineSpatialSeparator):
             frequency-permutation alignment, on by default; ``warmup_*``: off by default for
             online ILRMA, whose whole-signal gain on the validation rooms was within noise,
             +0.14 dB, with the second half 0.03 dB lower).
+        correction_hidden: ``> 0``: a learned correction of each frame's NMF weights
+            (:class:`~torchbss.source_models.FrameCorrection`, hidden layers of this width,
+            trained end to end with ``trainable=True``; the identity until trained; eager
+            only); ``0``: none (the paper's algorithm).
 
     Shapes:
         ``X``: ``(..., mics, freq, frames)`` complex -> ``sources``: ``(..., n_src, freq,
@@ -220,6 +225,7 @@ class OnlineILRMA(OnlineSpatialSeparator):
         realign_silence: float = REALIGN_SILENCE,
         warmup_frames: int = WARMUP_FRAMES,
         warmup_sweeps: int = 1,
+        correction_hidden: int = 0,
     ) -> None:
         check_positive_int(n_freq, "n_freq")
         check_choice(basis_init, "basis_init", ("flat", "uniform"))
@@ -247,6 +253,13 @@ class OnlineILRMA(OnlineSpatialSeparator):
             basis = 0.1 + 0.9 * u
         self.register_trainable("basis_raw", inverse_softplus(basis))
         self.register_trainable("inner_weights", torch.ones(inner_iter))
+        check_positive_int(correction_hidden, "correction_hidden", minimum=0)
+        if correction_hidden and compile:
+            raise ValueError(
+                "correction_hidden > 0 (a learned weight correction) runs eagerly; use "
+                "compile=False"
+            )
+        self.correction = FrameCorrection(n_freq, correction_hidden) if correction_hidden else None
 
     def parameters_for(self, rdtype):
         params = super().parameters_for(rdtype)
@@ -300,6 +313,8 @@ class OnlineILRMA(OnlineSpatialSeparator):
             h, phi = frame_weights(
                 p, T, h, params["exponents"][i], self.activation_iter, self.eps
             )  # phi = 1 / r, (..., K, F)
+            if self.correction is not None:
+                phi = self.correction(p[..., 0], phi)
             Vd, Vo = self.update_covariances(state, x, beta, phi)
             W, A = self.spatial_step(W, A, Vd, Vo, C, params["load"], warmup)
         due = minibatch_due(state, count, self.minibatch)
