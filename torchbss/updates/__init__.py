@@ -14,6 +14,7 @@ per frame). See :mod:`torchbss.updates.base` for the notation and the update con
 
 from torchbss.updates.alignment import (
     frequency_permutation,
+    permute_along,
     permute_demixing,
     permute_sources,
     power_permutation,
@@ -60,6 +61,7 @@ __all__ = [
     "power_permutation",
     "permute_sources",
     "permute_demixing",
+    "permute_along",
 ]
 
 
