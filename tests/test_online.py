@@ -280,6 +280,8 @@ def test_weight_correction_starts_as_the_identity_and_learns():
     with torch.no_grad():
         corrected.correction.net[4].bias.fill_(1.0)  # variances x e^1 (bounded by tanh)
     assert not torch.allclose(corrected(X).sources, plain(X).sources)
+    frozen = OnlineILRMA(n_freq=N_FREQ, n_src=2, correction_hidden=16)  # trainable=False
+    assert not any(p.requires_grad for p in frozen.parameters())
 
 
 def test_frame_correction_is_scale_equivariant_and_checks_its_input():

@@ -188,8 +188,8 @@ class OnlineILRMA(OnlineSpatialSeparator):
             +0.14 dB, with the second half 0.03 dB lower).
         correction_hidden: ``> 0``: a learned correction of each frame's NMF weights
             (:class:`~torchbss.source_models.FrameCorrection`, hidden layers of this width,
-            trained end to end with ``trainable=True``; the identity until trained; eager
-            only); ``0``: none (the paper's algorithm).
+            trained end to end with ``trainable=True``, else frozen; the identity until
+            trained; eager only); ``0``: none (the paper's algorithm).
 
     Shapes:
         ``X``: ``(..., mics, freq, frames)`` complex -> ``sources``: ``(..., n_src, freq,
@@ -259,7 +259,9 @@ class OnlineILRMA(OnlineSpatialSeparator):
                 "correction_hidden > 0 (a learned weight correction) runs eagerly; use "
                 "compile=False"
             )
-        self.correction = FrameCorrection(n_freq, correction_hidden) if correction_hidden else None
+        self.correction = None
+        if correction_hidden:  # frozen like the other parameters unless trainable
+            self.correction = FrameCorrection(n_freq, correction_hidden).requires_grad_(trainable)
 
     def parameters_for(self, rdtype):
         params = super().parameters_for(rdtype)
