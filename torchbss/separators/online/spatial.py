@@ -387,7 +387,7 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
         lead = frame.shape
         W = state["W"].detach()
         if self.compile:  # (..., 2, M, M, F) planes
-            W = torch.complex(W[..., 0, :, :, :], W[..., 1, :, :, :])
+            W = from_planes(W, -4)
         # streams a few at a time, so that a chunk's powers stay in cache (a batch of 64 4x4
         # streams as one piece streams ~0.7 GB per realignment)
         flat_W = W.reshape((-1,) + W.shape[-3:])  # (n, M, M, F)
