@@ -32,6 +32,21 @@ from torchbss.source_models.base import SourceModel, power
 __all__ = ["FrameCorrection", "NeuralSourceModel"]
 
 
+def relative_log_power(
+    P: torch.Tensor, dims: int | tuple[int, ...], floor: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log(P / mean P + floor), mean P)``: the level-free log-power features of the learned
+    source models, the mean over ``dims`` (kept, floored at the dtype's ``tiny``)."""
+    mean = P.mean(dims, keepdim=True).clamp_min(torch.finfo(P.dtype).tiny)
+    return torch.log(P / mean + floor), mean
+
+
+def mean_of_others(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Per entry of the sources' ``dim``, the mean of ``x`` over the other sources (what leaks
+    between the estimates; zeros for a single source)."""
+    return (x.sum(dim, keepdim=True) - x) / max(x.shape[dim] - 1, 1)
+
+
 class _ResidualBlock(nn.Module):
     """``x + conv(gelu(norm(x)))``, a dilated 1-D convolution over frames."""
 
@@ -114,14 +129,11 @@ class NeuralSourceModel(SourceModel):
                 f"shape {tuple(Y.shape)} (..., sources, freq, frames)"
             )
         P = power(Y)
-        tiny = torch.finfo(P.dtype).tiny
-        mean = P.mean((-1, -2), keepdim=True).clamp_min(tiny)
-        x = torch.log(P / mean + self.floor)  # (..., K, F, T)
+        x, mean = relative_log_power(P, (-1, -2), self.floor)  # (..., K, F, T)
         lead = x.shape[:-2]
         features = x
         if self.joint:
-            n_src = x.shape[-3]
-            others = (x.sum(-3, keepdim=True) - x) / max(n_src - 1, 1)
+            others = mean_of_others(x, -3)
             features = torch.cat([x, others], dim=-2)  # (..., K, 2 F, T)
         weight_dtype = self.encoder.weight.dtype
         h = self.encoder(features.reshape(-1, *features.shape[-2:]).to(weight_dtype))
@@ -184,10 +196,6 @@ class FrameCorrection(nn.Module):
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
 
-    def _relative_log(self, x: torch.Tensor) -> torch.Tensor:
-        tiny = torch.finfo(x.dtype).tiny
-        return torch.log(x / x.mean(-1, keepdim=True).clamp_min(tiny) + self.floor)
-
     def forward(self, p: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
         """The corrected weights ``phi exp(-z)`` ``(..., sources, freq)``."""
         if p.shape[-1] != self.n_freq:
@@ -195,10 +203,9 @@ class FrameCorrection(nn.Module):
                 f"FrameCorrection was built for n_freq={self.n_freq} bins, got a frame of shape "
                 f"{tuple(p.shape)} (..., sources, freq)"
             )
-        own = self._relative_log(p)
-        n_src = own.shape[-2]
-        others = (own.sum(-2, keepdim=True) - own) / max(n_src - 1, 1)
-        features = torch.cat([own, self._relative_log(phi.reciprocal()), others], -1)
+        own = relative_log_power(p, -1, self.floor)[0]
+        model = relative_log_power(phi.reciprocal(), -1, self.floor)[0]
+        features = torch.cat([own, model, mean_of_others(own, -2)], -1)
         dtype = self.net[0].weight.dtype
         z = self.net(features.to(dtype)).to(phi.dtype)
         z = self.max_correction * torch.tanh(z / self.max_correction)
