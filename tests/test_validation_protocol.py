@@ -216,3 +216,5 @@ def test_an_export_file_is_scored_as_saved(tmp_path):
         vrun.main(["--methods", "--export", f"missing={tmp_path / 'none.pt'}"])
     with pytest.raises(SystemExit):
         vrun.main(["--methods", "--export", str(path)])  # no NAME=
+    with pytest.raises(SystemExit):
+        vrun.main(["--methods"])  # nothing to score

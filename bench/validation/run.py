@@ -491,6 +491,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not sep or not name or not Path(path).is_file():
             parser.error(f"--export takes NAME=PATH with an existing file, got {spec!r}")
         methods.append(Method(name, f"file:{path}"))
+    if not methods:
+        parser.error("nothing to score: give --methods NAMES and/or --export NAME=PATH")
     out = RESULTS_DIR / f"{args.out or 'validation_' + args.split}.json"
     data = evaluate(
         methods,
