@@ -8,7 +8,9 @@ include the compilation, each configuration compiles from a reset cache), best o
 with the running frequency-permutation alignment (the default: every 8 frames over the last
 128; 12 times in the 96 timed frames) and without it (``realign_every=0``). The timed frames
 are the steady state: frames 132-227 of each stream, after online AuxIVA's warm-up sweeps (its
-first 64 frames run 4 IP1 sweeps each) and with a full realignment window.
+first 64 frames run 4 IP1 sweeps each) and with a full realignment window. Rows
+``online_ilrma_correction``: online ILRMA with the learned weight correction
+(``correction_hidden=128``; eager only), what it adds to a frame.
 """
 
 from __future__ import annotations
@@ -31,10 +33,15 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 def _make(name: str, n_src: int, compile: bool = False, realign: bool = True):
     """The issue's configuration: defaults, online ILRMA with 10 bases and 1 inner iteration;
-    ``realign=False``: without the running frequency-permutation alignment."""
+    ``realign=False``: without the running frequency-permutation alignment;
+    ``online_ilrma_correction``: online ILRMA with the learned weight correction
+    (``correction_hidden=128``, the trained configuration; its cost does not depend on the
+    weights; eager only)."""
     kw = {"compile": compile} if realign else {"compile": compile, "realign_every": 0}
     if name == "online_auxiva":
         return OnlineAuxIVA(n_src=n_src, **kw)
+    if name == "online_ilrma_correction":
+        kw["correction_hidden"] = 128
     return OnlineILRMA(n_src=n_src, n_freq=N_FFT // 2 + 1, n_basis=10, **kw)
 
 
@@ -69,7 +76,10 @@ def latency_rows(quick: bool) -> list[dict]:
         g = torch.Generator().manual_seed(0)
         shape = (batch, mics, N_FFT // 2 + 1, n_frames)
         X = torch.randn(shape, dtype=torch.complex64, generator=g)
-        configs = itertools.product(("online_auxiva", "online_ilrma"), (False, True), (True, False))
+        configs = [
+            *itertools.product(("online_auxiva", "online_ilrma"), (False, True), (True, False)),
+            *(("online_ilrma_correction", False, realign) for realign in (True, False)),
+        ]
         for name, compile, realign in configs:
             per_frame = _per_frame_seconds(_make(name, mics, compile, realign), X, warmup=warmup)
             rows.append(
