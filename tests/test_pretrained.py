@@ -1,7 +1,8 @@
 """The trained separators shipped in torchbss/assets (torchbss.export.pretrained).
 
-``neural-auxiva`` was trained on synthetic voices only (assets/README.md); the shared mixtures
-(real speech) are held out from its training, so these are held-out quality checks.
+``neural-auxiva`` and ``online-ilrma-tuned`` were trained on synthetic voices only
+(assets/README.md); the shared mixtures (real speech) are held out from their training, so these
+are held-out quality checks.
 """
 
 from __future__ import annotations
@@ -11,25 +12,36 @@ import pytest
 import torch
 from conftest import load_mixture
 
-from torchbss import STFT, AuxIVA
+from torchbss import STFT, AuxIVA, OnlineILRMA
 from torchbss.export import PRETRAINED, load_separator, pretrained, pretrained_path
 from torchbss.metrics import si_sdr, solve_permutation
-from torchbss.source_models import NeuralSourceModel
+from torchbss.source_models import FrameCorrection, NeuralSourceModel
 
 STFT_2048 = STFT(n_fft=2048, hop_length=512)
 
 
-def si_sdri(name: str, separator) -> float:
-    """Mean SI-SDR improvement at mic 0 (best permutation) of ``separator`` on a mixture."""
+def si_sdri_parts(name: str, separator) -> tuple[float, float]:
+    """Mean SI-SDR improvement at mic 0 (best permutation) of ``separator`` on a mixture: on the
+    whole signal and on its second half (what an online separator gives once adapted)."""
     mix, ref, _ = load_mixture(name)
     mix, ref = mix.float(), ref.float()
     with torch.no_grad():
         Y = separator(STFT_2048(mix).to(torch.complex64)).sources
     est = STFT_2048.inverse(Y, length=mix.shape[-1]).double()
-    k = ref.shape[0]
-    score = si_sdr(ref.double()[:, None].expand(k, k, -1), est[None].expand(k, k, -1))
-    best = score.gather(-1, solve_permutation(score)[:, None])[:, 0]
-    return float((best - si_sdr(ref.double(), mix[:1].double().expand_as(ref))).mean())
+    mix, ref, k = mix.double(), ref.double(), ref.shape[0]
+    half = mix.shape[-1] // 2
+    parts = []
+    for part in (slice(None), slice(half, None)):
+        r, e, m = ref[:, part], est[:, part], mix[:1, part].expand(k, -1)
+        score = si_sdr(r[:, None].expand(k, k, -1), e[None].expand(k, k, -1))
+        best = score.gather(-1, solve_permutation(score)[:, None])[:, 0]
+        parts.append(float((best - si_sdr(r, m)).mean()))
+    return parts[0], parts[1]
+
+
+def si_sdri(name: str, separator) -> float:
+    """Mean SI-SDR improvement at mic 0 (best permutation) on the whole signal."""
+    return si_sdri_parts(name, separator)[0]
 
 
 def test_every_shipped_separator_loads_as_an_export():
@@ -38,6 +50,11 @@ def test_every_shipped_separator_loads_as_an_export():
         assert meta["name"] == name and wsep.stft.n_fft == 2048
     sep = pretrained("neural-auxiva")
     assert isinstance(sep.source_model, NeuralSourceModel) and sep.n_iter == 20
+    online = pretrained("online-ilrma-tuned")
+    assert isinstance(online, OnlineILRMA) and isinstance(online.correction, FrameCorrection)
+    # shipped for inference: frozen, no gradient checkpointing (its config sets both)
+    assert not any(p.requires_grad for p in online.parameters())
+    assert not online.checkpoint
     with pytest.raises(ValueError, match="unknown pretrained separator 'nope'"):
         pretrained("nope")
 
@@ -64,6 +81,30 @@ def test_neural_auxiva_beats_laplace_auxiva_at_the_same_iterations_on_held_out_s
     assert np.mean(neural) >= np.mean(laplace) + 0.5, (neural, laplace)
 
 
+def test_online_ilrma_tuned_beats_the_untrained_online_ilrma_on_held_out_speech():
+    """The issue's check of the fine-tuned online ILRMA: on all 9 shared mixtures (real speech,
+    never seen in training; n_src=2 on the 4-mic ones) against the untrained online ILRMA (the
+    class defaults). Measured (1 and 2 threads alike): whole signal 3.04 against 1.72 dB (+1.32; better
+    on 8 of 9, 2x2_01 -0.9), second half 4.77 against 2.70 dB (+2.07; better on all 9). On the
+    180 `test` rooms of the held-out protocol the gain is +0.87 dB whole signal, +0.90 dB on the
+    second half (BENCHMARKS.md, validation_online_neural_test): the issue's goal of +3 dB is not
+    met, and these 9 mixtures choose nothing."""
+    tuned = {"whole": [], "second": []}
+    plain = {"whole": [], "second": []}
+    for name in SHARED:
+        mics = 4 if name.startswith("2s4m") else int(name[0])
+        k = 2 if name.startswith("2s4m") else mics
+        for scores, sep in (
+            (tuned, pretrained("online-ilrma-tuned", n_src=k)),
+            (plain, OnlineILRMA(n_freq=1025, n_src=k)),
+        ):
+            whole, second = si_sdri_parts(name, sep)
+            scores["whole"].append(whole)
+            scores["second"].append(second)
+    assert np.mean(tuned["whole"]) >= np.mean(plain["whole"]) + 0.5, (tuned, plain)
+    assert np.mean(tuned["second"]) >= np.mean(plain["second"]) + 1.0, (tuned, plain)
+
+
 def test_neural_auxiva_separates_more_mics_than_sources_on_request():
     """n_src=2 on the 4-mic mixture (PCA route): measured 6.6 dB."""
     assert si_sdri("2s4m_00", pretrained("neural-auxiva", n_src=2)) > 5.0
@@ -83,6 +124,16 @@ def test_cli_separates_with_the_shipped_model(tmp_path, capsys):
     assert y.shape[-1] == 3 * fs and bool(torch.isfinite(y).all()) and float(y.abs().max()) > 0
     assert main([*cmd, "--method", "neural-auxiva", "--checkpoint", "x.pt"]) == 2
     assert "drop --checkpoint" in capsys.readouterr().err
+    # the fine-tuned online ILRMA, by name; a causal separator refuses the batch alignment
+    out = tmp_path / "out_online"
+    cmd = ["separate", str(tmp_path / "mix.wav"), str(out), "--method", "online-ilrma-tuned"]
+    assert main([*cmd, "--n-src", "2"]) == 0
+    outs = sorted(out.glob("*.wav"))
+    assert len(outs) == 2
+    y, _ = io.load(outs[1])
+    assert y.shape[-1] == 3 * fs and bool(torch.isfinite(y).all()) and float(y.abs().max()) > 0
+    assert main([*cmd, "--no-align"]) == 2
+    assert "--align/--no-align apply to batch AuxIVA / ILRMA" in capsys.readouterr().err
 
 
 def test_shipped_settings_reach_every_entry_point():

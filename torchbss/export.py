@@ -43,7 +43,10 @@ VERSION = 1
 
 #: trained separators shipped inside the package (``torchbss/assets``): name -> file. Each is
 #: described (training data, steps, held-out figures) in ``torchbss/assets/README.md``.
-PRETRAINED = {"neural-auxiva": "neural_auxiva_2x2.pt"}
+PRETRAINED = {
+    "neural-auxiva": "neural_auxiva_2x2.pt",
+    "online-ilrma-tuned": "online_ilrma_tuned.pt",
+}
 #: inference settings of the shipped separators, chosen on the validation rooms after their
 #: training (attributes set on the loaded separator; the file keeps the training config):
 #: neural-auxiva aligns its permutations after iteration 10 too (mean SI-SDRi on the 60 `val`

@@ -112,6 +112,10 @@ def _method_table() -> dict[str, Method]:
     table.append(Method("neural_auxiva_shipped", "pretrained:neural-auxiva"))
     no_align = {"align_permutations": False}
     table.append(Method("neural_auxiva_unaligned", "pretrained:neural-auxiva", no_align))
+    # the fine-tuned online ILRMA with its learned weight correction, shipped since stop 29 (the
+    # stage-2 export of configs/experiment/online_ilrma_neural.yaml, scored at stop 28 as
+    # online_ilrma_neural through --export)
+    table.append(Method("online_ilrma_tuned_shipped", "pretrained:online-ilrma-tuned"))
     # the alignment inside the run too, every align_every iterations (shipped since stop 27:
     # every 10), against the alignment at the end only (shipped at stops 22-26), for the model
     # and its classic baseline

@@ -26,7 +26,7 @@ METHODS = {
 }
 #: methods backed by a trained model shipped inside the package (torchbss/assets): the names
 #: of torchbss.export.PRETRAINED
-SHIPPED = ("neural-auxiva",)
+SHIPPED = ("neural-auxiva", "online-ilrma-tuned")
 #: methods whose separator takes ``compile=True`` (``separate --compile``)
 COMPILABLE = ("ilrma", "online-auxiva", "online-ilrma")
 
@@ -144,7 +144,7 @@ def _load_waveform_separator(args: argparse.Namespace, n_mics: int, device: torc
         sep = wsep.separator
         fixed = {"n_src": args.n_src, "n_iter": args.n_iter}
         if args.method in SHIPPED and args.n_src is not None:
-            # the shipped neural source model scores each source on its own: any n_src <= mics
+            # both shipped models treat each source on its own: any n_src <= mics
             sep.n_src = fixed.pop("n_src")
         for name, value in fixed.items():
             if value is not None:
