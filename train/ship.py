@@ -53,7 +53,9 @@ def main(argv: list[str] | None = None) -> None:
     module.load_state_dict(payload["state_dict"])
     module.eval()
     n_freq = payload["stft"]["n_fft"] // 2 + 1
-    X = torch.randn(2, n_freq, 40, dtype=torch.complex64, generator=torch.Generator().manual_seed(0))
+    X = torch.randn(
+        2, n_freq, 40, dtype=torch.complex64, generator=torch.Generator().manual_seed(0)
+    )
     with torch.no_grad():
         same = torch.equal(module(X).sources, wsep.separator(X).sources)
     if not same:
