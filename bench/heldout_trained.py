@@ -40,6 +40,8 @@ COMPARED = (
     "auxiva_ip2_laplace_it20_aligned",
     "auxiva_ip2_gauss_it20",
 )
+#: the shipped fine-tuned online ILRMA (since stop 29) and its untrained start (the defaults)
+ONLINE_SHIPPED = ("online_ilrma_tuned_shipped", "online_ilrma_default")
 BASELINE = "auxiva_ip2_laplace_it20"
 #: (method, baseline) pairs of the gain table: the issue's comparison (the plain classic
 #: algorithm), the same pipeline on both sides (both aligned), and without the alignment
@@ -50,6 +52,7 @@ GAINS = (
     ("neural_auxiva_shipped", "neural_auxiva_unaligned"),
     ("neural_auxiva_shipped", "neural_auxiva_end_aligned"),
     ("auxiva_ip2_laplace_it20_aligned", BASELINE),
+    ONLINE_SHIPPED,
 )
 #: the untrained start of the online fine-tuning run (forget 0.98, load 1e-2) and the default
 ONLINE_COMPARED = ("online_ilrma_b2_f0.98_l0.01", "online_ilrma_b2_f0.96_l0.03")
@@ -96,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     path = RESULTS_DIR / f"{RESULTS}.json"
-    methods = [METHODS[m] for m in COMPARED]
+    methods = [METHODS[m] for m in COMPARED + ONLINE_SHIPPED]
     if args.online_export:
         methods += [
             Method("online_ilrma_finetuned", f"file:{args.online_export}"),
