@@ -10,7 +10,8 @@ with the running frequency-permutation alignment (the default: every 8 frames ov
 are the steady state: frames 132-227 of each stream, after online AuxIVA's warm-up sweeps (its
 first 64 frames run 4 IP1 sweeps each) and with a full realignment window. Rows
 ``online_ilrma_correction``: online ILRMA with the learned weight correction
-(``correction_hidden=128``; eager only), what it adds to a frame.
+(``correction_hidden=128``; compiled: the MLP eagerly between the compiled kernels), what it adds
+to a frame.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def _make(name: str, n_src: int, compile: bool = False, realign: bool = True):
     ``realign=False``: without the running frequency-permutation alignment;
     ``online_ilrma_correction``: online ILRMA with the learned weight correction
     (``correction_hidden=128``, the trained configuration; its cost does not depend on the
-    weights; eager only)."""
+    weights)."""
     kw = {"compile": compile} if realign else {"compile": compile, "realign_every": 0}
     if name == "online_auxiva":
         return OnlineAuxIVA(n_src=n_src, **kw)
@@ -78,7 +79,7 @@ def latency_rows(quick: bool) -> list[dict]:
         X = torch.randn(shape, dtype=torch.complex64, generator=g)
         configs = [
             *itertools.product(("online_auxiva", "online_ilrma"), (False, True), (True, False)),
-            *(("online_ilrma_correction", False, realign) for realign in (True, False)),
+            *itertools.product(("online_ilrma_correction",), (False, True), (True, False)),
         ]
         for name, compile, realign in configs:
             per_frame = _per_frame_seconds(_make(name, mics, compile, realign), X, warmup=warmup)

@@ -252,7 +252,7 @@ def test_music_only_and_compile_flags_are_refused_where_they_do_not_apply(short_
     assert main([*base, "--method", "auxiva", "--compile"]) == 2
     assert "--compile applies to the methods ilrma, online-auxiva, online-ilrma" in _error(capsys)
     assert main([*base, "--method", "neural-auxiva", "--compile"]) == 2
-    assert "not to a trained checkpoint" in _error(capsys)
+    assert "checkpoints of separators with a compile option" in _error(capsys)
     assert main([*base, "--mono-to-stereo"]) == 2
     assert "--mono-to-stereo applies to music models" in _error(capsys)
     assert main([*base, "--precision", "bf16"]) == 2

@@ -286,8 +286,8 @@ def test_weight_correction_starts_as_the_identity_and_learns():
 
 def test_frame_correction_is_scale_equivariant_and_checks_its_input():
     """Sources scaled by c (powers by c^2, weights by 1 / c^2) get the weights scaled by
-    1 / c^2: the features are relative powers; a frame with the wrong number of bins, or
-    compile=True, is refused."""
+    1 / c^2: the features are relative powers; a frame with the wrong number of bins is
+    refused."""
     from torchbss.source_models import FrameCorrection
 
     torch.manual_seed(0)
@@ -303,8 +303,6 @@ def test_frame_correction_is_scale_equivariant_and_checks_its_input():
     assert bool(((out / phi) <= bound).all() and ((phi / out) <= bound).all())
     with pytest.raises(ValueError, match="n_freq=17 bins"):
         corr(p[..., :10], phi[..., :10])
-    with pytest.raises(ValueError, match="compile=False"):
-        OnlineILRMA(n_freq=N_FREQ, correction_hidden=8, compile=True)
 
 
 def test_isnmf_learned_assignment_gradients():
@@ -586,6 +584,7 @@ def test_real_arithmetic_ip1_step_equals_the_complex_one(M):
         OnlineAuxIVA,
         lambda **kw: OnlineAuxIVA(source_model="gauss", **kw),
         lambda **kw: OnlineILRMA(n_freq=N_FREQ, inner_iter=2, **kw),
+        lambda **kw: _trained_correction(OnlineILRMA(n_freq=N_FREQ, correction_hidden=8, **kw)),
     ],
 )
 def test_real_arithmetic_frames_equal_the_complex_ones(make, monkeypatch):
@@ -607,11 +606,26 @@ def test_real_arithmetic_frames_equal_the_complex_ones(make, monkeypatch):
     assert sep.step(X[..., :0], second.state).sources.shape == (2, 3, N_FREQ, 0)
 
 
+def _trained_correction(sep: OnlineILRMA) -> OnlineILRMA:
+    """``sep`` with its weight correction set to fixed non-zero weights (as if trained)."""
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for layer in sep.correction.net[::2]:
+            layer.weight.copy_(0.3 * torch.randn(layer.weight.shape, generator=gen))
+            layer.bias.copy_(0.1 * torch.randn(layer.bias.shape, generator=gen))
+    return sep
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "make",
-    # online ILRMA with the warm-up sweeps (off by default there; online AuxIVA's default)
-    [OnlineAuxIVA, lambda **kw: OnlineILRMA(n_freq=N_FREQ, warmup_sweeps=3, **kw)],
+    # online ILRMA with the warm-up sweeps (off by default there; online AuxIVA's default), and
+    # with a (trained) learned weight correction, which runs eagerly between the kernels
+    [
+        OnlineAuxIVA,
+        lambda **kw: OnlineILRMA(n_freq=N_FREQ, warmup_sweeps=3, **kw),
+        lambda **kw: _trained_correction(OnlineILRMA(n_freq=N_FREQ, correction_hidden=8, **kw)),
+    ],
 )
 def test_compiled_frames_equal_eager(make):
     """compile=True (each frame as compiled real-arithmetic kernels) gives the eager output and,

@@ -15,6 +15,7 @@ from conftest import load_mixture
 from torchbss import STFT, AuxIVA, OnlineILRMA
 from torchbss.export import (
     PRETRAINED,
+    OverrideError,
     load_pretrained,
     load_separator,
     pretrained,
@@ -61,6 +62,10 @@ def test_every_shipped_separator_loads_as_an_export():
     # shipped for inference: frozen, no gradient checkpointing (its config sets both)
     assert not any(p.requires_grad for p in online.parameters())
     assert not online.checkpoint
+    # settings that leave the weights alone can be changed at load time, others are refused
+    assert load_pretrained("online-ilrma-tuned", overrides={"compile": True})[0].separator.compile
+    with pytest.raises(OverrideError, match=r"takes no argument \['compile'\]"):
+        load_pretrained("neural-auxiva", overrides={"compile": True})
     with pytest.raises(ValueError, match="unknown pretrained separator 'nope'"):
         pretrained("nope")
 
@@ -146,6 +151,18 @@ def test_cli_separates_with_the_shipped_model(tmp_path, capsys):
         y, _ = io.load(path)
         assert y.shape[-1] == 3 * fs and float(y.abs().max()) > 0
         torch.testing.assert_close(y[0], whole[k], rtol=0, atol=1e-6)
+    # compiled (the NMF and spatial halves as kernels, the correction eagerly between them;
+    # n_src == mics): the eager output to rounding
+    stereo, _, _ = load_mixture("2x2_00")
+    io.save(tmp_path / "mix2.wav", stereo[:, : 3 * fs].float(), fs, subtype="float")
+    with torch.no_grad():
+        whole = wsep(io.load(tmp_path / "mix2.wav")[0]).sources  # n_src 2 == mics
+    compiled = tmp_path / "out_compiled"
+    cmd = ["separate", str(tmp_path / "mix2.wav"), str(compiled), "--method", "online-ilrma-tuned"]
+    assert main([*cmd, "--compile", "--subtype", "float"]) == 0
+    for k, path in enumerate(sorted(compiled.glob("*.wav"))):
+        y, _ = io.load(path)
+        torch.testing.assert_close(y[0], whole[k], rtol=0, atol=1e-4 * float(whole.abs().max()))
     assert main([*cmd, "--no-align"]) == 2
     assert "--align/--no-align apply to batch AuxIVA / ILRMA" in capsys.readouterr().err
 

@@ -16,6 +16,7 @@ Lightning nor Hydra: :func:`instantiate` builds the node with its plain argument
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,6 +35,7 @@ __all__ = [
     "PRETRAINED",
     "PRETRAINED_SETTINGS",
     "ExportError",
+    "OverrideError",
     "FORMAT",
 ]
 
@@ -57,6 +59,10 @@ PRETRAINED_SETTINGS: dict[str, dict[str, Any]] = {"neural-auxiva": {"align_every
 
 class ExportError(ValueError):
     """An exported file that cannot be loaded (its message says why)."""
+
+
+class OverrideError(ExportError):
+    """An override (:func:`load_separator`) that the file's separator does not take."""
 
 
 def _resolve(target: str) -> Any:
@@ -147,10 +153,21 @@ def _plain(value: Any) -> Any:
     )
 
 
-def _build(payload: Mapping[str, Any], name: str):
+def _build(payload: Mapping[str, Any], name: str, overrides: Mapping[str, Any] | None = None):
     from torchbss.inference import WaveformSeparator
 
-    module = instantiate(payload["config"])
+    config = dict(payload["config"])
+    if overrides:
+        target = config.get("_target_")
+        accepted = inspect.signature(_resolve(target)).parameters
+        unknown = sorted(k for k in overrides if k not in accepted)
+        if unknown:
+            raise OverrideError(
+                f"{name}: its separator ({target}) takes no argument {unknown}; the file "
+                f"builds it from {sorted(k for k in config if k != '_target_')}"
+            )
+        config.update(overrides)
+    module = instantiate(config)
     if not isinstance(module, nn.Module):
         raise ExportError(f"{name}: the config builds a {type(module).__name__}, not a module")
     target = payload["config"].get("_target_")
@@ -172,12 +189,19 @@ def _build(payload: Mapping[str, Any], name: str):
     return WaveformSeparator(module, n_fft=stft["n_fft"], hop_length=stft["hop_length"])
 
 
-def load_separator(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
+def load_separator(
+    path: str | os.PathLike,
+    map_location: str | torch.device = "cpu",
+    overrides: Mapping[str, Any] | None = None,
+):
     """Load an exported separator as a :class:`~torchbss.inference.WaveformSeparator`.
 
     Args:
         path: a file written by :func:`save_separator` (or the Lightning export).
         map_location: device of the loaded weights.
+        overrides: top-level arguments of the separator's config replaced before it is built,
+            for settings that do not change the weights (e.g. ``{"compile": True}``); an
+            argument the separator does not take raises :class:`OverrideError`.
 
     Returns:
         ``(waveform_separator, metadata)``.
@@ -209,7 +233,7 @@ def load_separator(path: str | os.PathLike, map_location: str | torch.device = "
     for key in ("config", "stft", "state_dict"):
         if key not in payload:
             raise ExportError(f"{str(path)!r} has no {key!r} entry")
-    return _build(payload, str(path)), payload.get("metadata", {})
+    return _build(payload, str(path), overrides), payload.get("metadata", {})
 
 
 def pretrained_path(name: str) -> Path:
@@ -219,17 +243,23 @@ def pretrained_path(name: str) -> Path:
     return Path(__file__).resolve().parent / "assets" / PRETRAINED[name]
 
 
-def load_pretrained(name: str, map_location: str | torch.device = "cpu"):
+def load_pretrained(
+    name: str,
+    map_location: str | torch.device = "cpu",
+    overrides: Mapping[str, Any] | None = None,
+):
     """A shipped trained separator with its STFT and its :data:`PRETRAINED_SETTINGS`.
 
     Args:
         name: a key of :data:`PRETRAINED`.
         map_location: device of the weights.
+        overrides: as in :func:`load_separator` (e.g. ``{"compile": True}`` for
+            ``online-ilrma-tuned``).
 
     Returns:
         ``(waveform_separator, metadata)`` as :func:`load_separator`.
     """
-    wsep, meta = load_separator(pretrained_path(name), map_location=map_location)
+    wsep, meta = load_separator(pretrained_path(name), map_location, overrides)
     for key, value in PRETRAINED_SETTINGS.get(name, {}).items():
         setattr(wsep.separator, key, value)
     return wsep, meta

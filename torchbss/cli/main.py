@@ -121,7 +121,7 @@ def build_separator(method: str, *, n_src: int | None, n_iter: int | None, ref_m
 
 def _load_waveform_separator(args: argparse.Namespace, n_mics: int, device: torch.device):
     """The :class:`WaveformSeparator` of ``separate``: a method or an exported checkpoint."""
-    from torchbss.export import load_pretrained, load_separator
+    from torchbss.export import OverrideError, load_pretrained, load_separator
     from torchbss.inference import WaveformSeparator
 
     checkpoint = args.checkpoint
@@ -131,16 +131,19 @@ def _load_waveform_separator(args: argparse.Namespace, n_mics: int, device: torc
         if checkpoint is not None:
             raise CLIError(f"--method {args.method} is a shipped checkpoint; drop --checkpoint")
         checkpoint = pretrained_path(args.method)
-    if checkpoint is not None and args.compile:
-        raise CLIError(
-            f"--compile applies to the methods {', '.join(COMPILABLE)} and to music models "
-            "(--model), not to a trained checkpoint"
-        )
     if checkpoint is not None:
-        if args.method in SHIPPED:  # with its inference settings
-            wsep, _ = load_pretrained(args.method, map_location=device)
-        else:
-            wsep, _ = load_separator(checkpoint, map_location=device)
+        overrides = {"compile": True} if args.compile else None
+        try:
+            if args.method in SHIPPED:  # with its inference settings
+                wsep, _ = load_pretrained(args.method, device, overrides)
+            else:
+                wsep, _ = load_separator(checkpoint, device, overrides)
+        except OverrideError:
+            raise CLIError(
+                f"--compile applies to the methods {', '.join(COMPILABLE)}, to music models "
+                f"(--model) and to checkpoints of separators with a compile option (e.g. "
+                f"online-ilrma-tuned), not to {checkpoint}"
+            ) from None
         sep = wsep.separator
         fixed = {"n_src": args.n_src, "n_iter": args.n_iter}
         if args.method in SHIPPED and args.n_src is not None:

@@ -132,14 +132,15 @@ def nmf_frame_planes(
     kernels, which TorchInductor compiles to faster code than one fused frame.
 
     Returns:
-        ``(h, phi, T, num, den)`` (``T``, ``num``, ``den`` unchanged unless ``last``).
+        ``(h, phi, T, num, den, p)`` (``T``, ``num``, ``den`` unchanged unless ``last``; ``p``
+        ``(..., K, F, 1)`` the frame's power, for a learned weight correction).
     """
     y_re, y_im = demix_planes(W, x, T.shape[-3])
     p = (y_re * y_re + y_im * y_im).unsqueeze(-1)  # (..., K, F, 1)
     h, phi = frame_weights(p, T, h, exponent, activation_iter, eps, broadcast_matmul)
     if last:
         T, num, den = basis_step(p, T, h, num, den, forget, due, eps, broadcast_matmul)
-    return h, phi, T, num, den
+    return h, phi, T, num, den, p
 
 
 class OnlineILRMA(OnlineSpatialSeparator):
@@ -189,7 +190,8 @@ class OnlineILRMA(OnlineSpatialSeparator):
         correction_hidden: ``> 0``: a learned correction of each frame's NMF weights
             (:class:`~torchbss.source_models.FrameCorrection`, hidden layers of this width,
             trained end to end with ``trainable=True``, else frozen; the identity until
-            trained; eager only); ``0``: none (the paper's algorithm).
+            trained; with ``compile=True`` it runs eagerly between the compiled NMF and spatial
+            kernels); ``0``: none (the paper's algorithm).
 
     Shapes:
         ``X``: ``(..., mics, freq, frames)`` complex -> ``sources``: ``(..., n_src, freq,
@@ -254,11 +256,6 @@ class OnlineILRMA(OnlineSpatialSeparator):
         self.register_trainable("basis_raw", inverse_softplus(basis))
         self.register_trainable("inner_weights", torch.ones(inner_iter))
         check_positive_int(correction_hidden, "correction_hidden", minimum=0)
-        if correction_hidden and compile:
-            raise ValueError(
-                "correction_hidden > 0 (a learned weight correction) runs eagerly; use "
-                "compile=False"
-            )
         self.correction = None
         if correction_hidden:  # frozen like the other parameters unless trainable
             self.correction = FrameCorrection(n_freq, correction_hidden).requires_grad_(trainable)
@@ -338,10 +335,12 @@ class OnlineILRMA(OnlineSpatialSeparator):
         W, A, T = state["W"], state["A"], state["basis"]
         h, num, den = state["activation"].unsqueeze(-1), state["stat_num"], state["stat_den"]
         for i in range(self.inner_iter):
-            h, phi, T, num, den = self.kernel(nmf_frame_planes)(
+            h, phi, T, num, den, p = self.kernel(nmf_frame_planes)(
                 x, W, T, h, num, den, params["exponents"][i], params["forget"], due,
                 self.activation_iter, self.eps, i == self.inner_iter - 1,
             )  # fmt: skip
+            if self.correction is not None:  # eager, between the two compiled kernels
+                phi = self.correction(p[..., 0], phi)
             y, W, A, Vd, Vo = self.kernel(spatial_frame_planes)(
                 x, W, A, state["Vd"], state["Vo"], beta, phi, params["load"], self.eps,
                 self.ref_mic,
