@@ -192,11 +192,6 @@ def _method_table() -> dict[str, Method]:
         for frames, sweeps in ((16, 4), (32, 4), (64, 2), (64, 4), (64, 8), (128, 4), (250, 4)):
             kw = {"warmup_frames": frames, "warmup_sweeps": sweeps, "realign_silence": 0.1}
             table.append(Method(f"online_{short}_warmup_f{frames}_s{sweeps}", cls, kw, seeded))
-        # grid 7 (stop 29): the window of the realignment keeps every realign_stride-th frame
-        # (its cost is proportional to the frames kept), with the other defaults
-        for stride in (2, 4, 8):
-            kw = {"realign_stride": stride}
-            table.append(Method(f"online_{short}_stride{stride}", cls, kw, seeded))
         # grid 6 (stop 28, commit a00aa9c, since removed): the realignment on the outputs'
         # powers as the frames produced them (realign_powers="stored") instead of the window
         # demixed again by the current W; every 4, 8, 16 frames. 3x3 whole signal 1.58 -> 0.15

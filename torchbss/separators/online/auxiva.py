@@ -14,7 +14,6 @@ from torchbss.separators.online.spatial import (
     REALIGN_EVERY,
     REALIGN_ROUNDS,
     REALIGN_SILENCE,
-    REALIGN_STRIDE,
     REALIGN_WINDOW,
     WARMUP_FRAMES,
     WARMUP_SWEEPS,
@@ -101,9 +100,6 @@ class OnlineAuxIVA(OnlineSpatialSeparator):
             the per-source statistics (:meth:`~torchbss.separators.online.spatial.
             OnlineSpatialSeparator.realign`); ``0``: off. Causal: it only looks back.
         realign_window: frames the alignment looks back over (kept in ``state["recent"]``).
-        realign_stride: the window keeps every ``realign_stride``-th frame (the realignment's
-            cost is proportional to the frames kept; ``state["recent"]`` holds
-            ``ceil(realign_window / realign_stride)`` of them).
         realign_rounds: most centroid / assignment rounds of one realignment (the next one
             goes on from its result).
         realign_silence: frames of the window whose output power is below this fraction of
@@ -142,12 +138,11 @@ class OnlineAuxIVA(OnlineSpatialSeparator):
         realign_silence: float = REALIGN_SILENCE,
         warmup_frames: int = WARMUP_FRAMES,
         warmup_sweeps: int = WARMUP_SWEEPS,
-        realign_stride: int = REALIGN_STRIDE,
     ) -> None:
         super().__init__(
             n_src, ref_mic, load, forget, eps, trainable, forget_per_freq, n_freq, tbptt,
             checkpoint, checkpoint_block, compile, realign_every, realign_window, realign_rounds,
-            realign_silence, warmup_frames, warmup_sweeps, realign_stride,
+            realign_silence, warmup_frames, warmup_sweeps,
         )  # fmt: skip
         self.source_model = as_source_model(source_model)
 

@@ -18,7 +18,6 @@ from torchbss.separators.online.spatial import (
     REALIGN_EVERY,
     REALIGN_ROUNDS,
     REALIGN_SILENCE,
-    REALIGN_STRIDE,
     REALIGN_WINDOW,
     WARMUP_FRAMES,
     OnlineSpatialSeparator,
@@ -182,8 +181,8 @@ class OnlineILRMA(OnlineSpatialSeparator):
             symmetry between bases), or ``"uniform"``: ``U(0.1, 1)`` (Kitamura's batch init).
         basis_jitter: half-width of the flat init's jitter.
         trainable, forget_per_freq, tbptt, checkpoint, checkpoint_block, compile,
-            realign_every, realign_window, realign_rounds, realign_silence, realign_stride,
-            warmup_frames, warmup_sweeps: see
+            realign_every, realign_window, realign_rounds, realign_silence, warmup_frames,
+            warmup_sweeps: see
             :class:`~torchbss.separators.OnlineAuxIVA` (``realign_*``: the running
             frequency-permutation alignment, on by default; ``warmup_*``: off by default for
             online ILRMA, whose whole-signal gain on the validation rooms was within noise,
@@ -229,7 +228,6 @@ class OnlineILRMA(OnlineSpatialSeparator):
         warmup_frames: int = WARMUP_FRAMES,
         warmup_sweeps: int = 1,
         correction_hidden: int = 0,
-        realign_stride: int = REALIGN_STRIDE,
     ) -> None:
         check_positive_int(n_freq, "n_freq")
         check_choice(basis_init, "basis_init", ("flat", "uniform"))
@@ -237,7 +235,7 @@ class OnlineILRMA(OnlineSpatialSeparator):
         super().__init__(
             n_src, ref_mic, load, forget, eps, trainable, forget_per_freq, n_freq, tbptt,
             checkpoint, checkpoint_block, compile, realign_every, realign_window, realign_rounds,
-            realign_silence, warmup_frames, warmup_sweeps, realign_stride,
+            realign_silence, warmup_frames, warmup_sweeps,
         )  # fmt: skip
         self.n_basis = check_positive_int(n_basis, "n_basis")
         self.minibatch = check_positive_int(minibatch, "minibatch")

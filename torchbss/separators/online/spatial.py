@@ -57,7 +57,6 @@ __all__ = [
     "REALIGN_EVERY",
     "REALIGN_ROUNDS",
     "REALIGN_SILENCE",
-    "REALIGN_STRIDE",
     "REALIGN_WINDOW",
     "WARMUP_FRAMES",
     "WARMUP_SWEEPS",
@@ -73,9 +72,6 @@ __all__ = [
 #: rooms of the validation protocol (bench/validation, BENCHMARKS.md)
 REALIGN_EVERY = 8
 REALIGN_WINDOW = 128
-#: the window keeps every REALIGN_STRIDE-th frame (1: all of them): the realignment's cost
-#: (demixing the window, aligning its envelopes) is proportional to the frames kept
-REALIGN_STRIDE = 1
 #: most centroid / assignment rounds of one realignment (the next one goes on from its result)
 REALIGN_ROUNDS = 2
 #: during its first WARMUP_FRAMES frames a stream runs WARMUP_SWEEPS IP1 sweeps per frame (on
@@ -232,7 +228,6 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
         realign_silence: float = REALIGN_SILENCE,
         warmup_frames: int = WARMUP_FRAMES,
         warmup_sweeps: int = WARMUP_SWEEPS,
-        realign_stride: int = REALIGN_STRIDE,
     ) -> None:
         super().__init__(
             forget, eps, trainable, forget_per_freq, n_freq, tbptt, checkpoint, checkpoint_block
@@ -240,13 +235,6 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
         self.compile = check_bool(compile, "compile")
         self.realign_every = check_positive_int(realign_every, "realign_every", minimum=0)
         self.realign_window = check_positive_int(realign_window, "realign_window", minimum=2)
-        self.realign_stride = check_positive_int(realign_stride, "realign_stride")
-        if self.realign_slots < 2:
-            raise ValueError(
-                f"realign_window={realign_window} with realign_stride={realign_stride} keeps "
-                f"{self.realign_slots} frame; the realignment needs at least 2 (a window of at "
-                "least 2 strides)"
-            )
         self.realign_rounds = check_positive_int(realign_rounds, "realign_rounds")
         self.realign_silence = check_range(realign_silence, "realign_silence", 0.0, 1.0)
         self.warmup_frames = check_positive_int(warmup_frames, "warmup_frames", minimum=0)
@@ -257,12 +245,6 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
         self.ref_mic = check_positive_int(ref_mic, "ref_mic", minimum=0)
         check_range(load, "load", 0.0, math.inf, low_inclusive=False)
         self.register_trainable("load_raw", inverse_softplus(torch.tensor(float(load)).double()))
-
-    @property
-    def realign_slots(self) -> int:
-        """Frames the realignment window keeps: every ``realign_stride``-th of the last
-        ``realign_window``."""
-        return -(-self.realign_window // self.realign_stride)
 
     def parameters_for(self, rdtype):
         params = super().parameters_for(rdtype)
@@ -308,7 +290,7 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
         if n_src < n_mics:
             state["C"] = torch.zeros(batch + (n_freq, n_mics, n_mics), **opts)
         if self.realign_every:  # the last frames, planar: rows [Re x; Im x] per bin
-            shape = batch + (n_freq, 2 * n_mics, self.realign_slots)
+            shape = batch + (n_freq, 2 * n_mics, self.realign_window)
             state["recent"] = torch.zeros(shape, dtype=X.real.dtype, device=X.device)
         return state
 
@@ -362,27 +344,23 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
     def after_frame(self, x, before, state, count):
         if not self.realign_every:
             return state
-        recent, every, stride = state["recent"], self.realign_every, self.realign_stride
-        slots = recent.shape[-1]
+        recent, window, every = state["recent"], self.realign_window, self.realign_every
         n_mics = x.shape[-2]
         xt = x.detach().transpose(-1, -2)  # (..., F, M)
         if count is not None:  # the usual case: one counter, no skipped frame, no host sync
-            if count % stride == 0:  # the window keeps every stride-th frame
-                recent[..., :n_mics, (count // stride) % slots] = xt.real
-                recent[..., n_mics:, (count // stride) % slots] = xt.imag
+            recent[..., :n_mics, count % window] = xt.real
+            recent[..., n_mics:, count % window] = xt.imag
             if (count + 1) % every:
                 return state
             return self.realign(state, None, count + 1)
         after = state["frame"]
         moved = after != before  # (...): streams that took this frame
-        if stride > 1:
-            moved = moved & (before % stride == 0)
-        slot = ((before // stride) % slots).reshape(before.shape + (1, 1, 1))
+        slot = (before % window).reshape(before.shape + (1, 1, 1))
         slot = slot.expand(recent.shape[:-1] + (1,))
         old = recent.gather(-1, slot)[..., 0]
         new = torch.where(moved[..., None, None], torch.cat([xt.real, xt.imag], -1), old)
         recent.scatter_(-1, slot, new[..., None])
-        due = (after != before) & (after % every == 0)
+        due = moved & (after % every == 0)
         if not bool(due.any()):
             return state
         return self.realign(state, due)
@@ -390,22 +368,21 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
     def realign(self, state: State, due: torch.Tensor | None, count: int | None = None) -> State:
         """Undo frequency-block permutations of the current demixing (internal state).
 
-        The current ``W`` demixes the last ``realign_window`` frames (every
-        ``realign_stride``-th of them: ``state["recent"]``; those quieter than
-        ``realign_silence`` times the window's median frame power are left out);
-        :func:`~torchbss.updates.alignment.power_permutation` (the batch alignment) finds the
-        per-bin permutation of its outputs that aligns their power-ratio envelopes, and the rows
-        of ``W``, the columns of ``A`` and the per-source statistics (:attr:`source_keys`) of
-        every bin are permuted alike (in the internal layout, :meth:`internal_source_dims`),
+        The current ``W`` demixes the last ``realign_window`` frames (``state["recent"]``;
+        those quieter than ``realign_silence`` times the window's median frame power are left
+        out); :func:`~torchbss.updates.alignment.power_permutation` (the batch alignment) finds
+        the per-bin permutation of its outputs that aligns their power-ratio envelopes, and the
+        rows of ``W``, the columns of ``A`` and the per-source statistics (:attr:`source_keys`)
+        of every bin are permuted alike (in the internal layout, :meth:`internal_source_dims`),
         so the recursion goes on from the aligned solution. ``due``: ``(...)`` streams to
         realign (``None``: all); ``count``: the frames every stream has seen, when known (a full
         window needs no frame mask). The choice passes no gradient; the permuted state does.
         """
-        recent, frame, stride = state["recent"], state["frame"], self.realign_stride
-        n_src, n_freq, window = state["Vd"].shape[-3], recent.shape[-3], recent.shape[-1]
+        recent, window, frame = state["recent"], self.realign_window, state["frame"]
+        n_src, n_freq = state["Vd"].shape[-3], recent.shape[-3]
         mask = None
-        if count is None or -(-count // stride) < window:  # unwritten slots count for nothing
-            filled = (-(-frame // stride)).clamp_max(window)[..., None]  # (..., 1) slots written
+        if count is None or count < window:  # slots not yet written count for nothing
+            filled = frame.clamp_max(window)[..., None]  # (..., 1)
             mask = torch.arange(window, device=recent.device) < filled  # (..., window)
         lead = frame.shape
         W = state["W"].detach()
