@@ -192,6 +192,11 @@ def _method_table() -> dict[str, Method]:
         for frames, sweeps in ((16, 4), (32, 4), (64, 2), (64, 4), (64, 8), (128, 4), (250, 4)):
             kw = {"warmup_frames": frames, "warmup_sweeps": sweeps, "realign_silence": 0.1}
             table.append(Method(f"online_{short}_warmup_f{frames}_s{sweeps}", cls, kw, seeded))
+        # grid 7 (stop 29, commit acf46d2, since removed): the realignment's window keeping
+        # every realign_stride-th frame (cost proportional to the frames kept), the other
+        # defaults unchanged; online AuxIVA on the 60 `val` rooms per case
+        # (validation_online_stride_auxiva_val): stride 2 whole -0.03 dB, second half -0.18 dB;
+        # stride 4 -0.72 / -0.91 dB (3x3 1.58 -> 0.73 dB whole; collapsed 92 -> 113 of 180)
         # grid 6 (stop 28, commit a00aa9c, since removed): the realignment on the outputs'
         # powers as the frames produced them (realign_powers="stored") instead of the window
         # demixed again by the current W; every 4, 8, 16 frames. 3x3 whole signal 1.58 -> 0.15
