@@ -15,6 +15,7 @@ from conftest import load_mixture
 from torchbss import STFT, AuxIVA, OnlineILRMA
 from torchbss.export import (
     PRETRAINED,
+    PRETRAINED_SAMPLE_RATE,
     OverrideError,
     load_pretrained,
     load_separator,
@@ -52,6 +53,7 @@ def si_sdri(name: str, separator) -> float:
 
 
 def test_every_shipped_separator_loads_as_an_export():
+    assert set(PRETRAINED_SAMPLE_RATE) == set(PRETRAINED)  # every shipped model has its rate
     for name in PRETRAINED:
         wsep, meta = load_separator(pretrained_path(name))
         assert meta["name"] == name and wsep.stft.n_fft == 2048
@@ -163,6 +165,13 @@ def test_cli_separates_with_the_shipped_model(tmp_path, capsys):
     for k, path in enumerate(sorted(compiled.glob("*.wav"))):
         y, _ = io.load(path)
         torch.testing.assert_close(y[0], whole[k], rtol=0, atol=1e-4 * float(whole.abs().max()))
+    # the shipped models were trained at 16 kHz: another rate is refused, nothing written
+    io.save(tmp_path / "mix8k.wav", stereo[:, : 3 * 8000].float(), 8000, subtype="float")
+    for method in PRETRAINED:
+        out8k = tmp_path / "out8k"
+        assert main(["separate", str(tmp_path / "mix8k.wav"), str(out8k), "--method", method]) == 2
+        assert f"{method} was trained at 16000 Hz; resample" in capsys.readouterr().err
+        assert not out8k.exists()
     assert main([*cmd, "--no-align"]) == 2
     assert "--align/--no-align apply to batch AuxIVA / ILRMA" in capsys.readouterr().err
 

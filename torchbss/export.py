@@ -34,6 +34,7 @@ __all__ = [
     "load_pretrained",
     "PRETRAINED",
     "PRETRAINED_SETTINGS",
+    "PRETRAINED_SAMPLE_RATE",
     "ExportError",
     "OverrideError",
     "FORMAT",
@@ -55,6 +56,12 @@ PRETRAINED = {
 #: rooms per case 6.40 -> 6.61 dB: 3x3 5.53 -> 6.12, 2x2 +0.07, 2s4m -0.02;
 #: validation_neural_midalign_val in BENCHMARKS.md)
 PRETRAINED_SETTINGS: dict[str, dict[str, Any]] = {"neural-auxiva": {"align_every": 10}}
+
+
+#: the sample rate the shipped separators were trained at (their STFT bins are those of this
+#: rate; ``torchbss separate`` refuses files at another rate rather than separate them with a
+#: model that never saw those frequencies)
+PRETRAINED_SAMPLE_RATE: dict[str, int] = {"neural-auxiva": 16000, "online-ilrma-tuned": 16000}
 
 
 class ExportError(ValueError):

@@ -377,6 +377,15 @@ def cmd_separate(args: argparse.Namespace) -> int:
         )
     if args.ref_mic >= meta.channels:
         raise CLIError(f"--ref-mic {args.ref_mic} but {args.input} has {meta.channels} channels")
+    if args.method in SHIPPED:
+        from torchbss.export import PRETRAINED_SAMPLE_RATE
+
+        rate = PRETRAINED_SAMPLE_RATE[args.method]
+        if meta.sample_rate != rate:
+            raise CLIError(
+                f"{args.input} is at {meta.sample_rate} Hz but {args.method} was trained at "
+                f"{rate} Hz; resample the file first (e.g. sox in.wav -r {rate} out.wav)"
+            )
     if args.n_src is not None and args.n_src > meta.channels:
         raise CLIError(
             f"--n-src {args.n_src} sources need at least as many mics; {args.input} has "
