@@ -164,8 +164,8 @@ def _build(payload: Mapping[str, Any], name: str, overrides: Mapping[str, Any] |
     from torchbss.inference import WaveformSeparator
 
     config = dict(payload["config"])
+    target = config.get("_target_")
     if overrides:
-        target = config.get("_target_")
         accepted = inspect.signature(_resolve(target)).parameters
         unknown = sorted(k for k in overrides if k not in accepted)
         if unknown:
@@ -177,7 +177,6 @@ def _build(payload: Mapping[str, Any], name: str, overrides: Mapping[str, Any] |
     module = instantiate(config)
     if not isinstance(module, nn.Module):
         raise ExportError(f"{name}: the config builds a {type(module).__name__}, not a module")
-    target = payload["config"].get("_target_")
     own = module.state_dict()
     weights = payload["state_dict"]
     missing, unexpected = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))

@@ -3,13 +3,13 @@
 ``python train/ship.py EXPORT --name NAME --out torchbss/assets/FILE.pt --description TEXT
 [--set KEY=VALUE ...] [--training JSON]``
 
-The weights are copied unchanged. ``--set`` changes top-level arguments of the file's config
-for inference (e.g. ``trainable=false checkpoint=false``: frozen parameters and no gradient
-checkpointing); the outputs are checked to be the same as the export's on a short random
-mixture before anything is written. The metadata keeps the export's epoch and step under
-``export`` (not its local checkpoint path) and adds ``name``, ``description`` and ``training``
-(how it was trained: a JSON object). Register the file in ``torchbss.export.PRETRAINED`` and
-describe it in ``torchbss/assets/README.md``.
+The weights are copied unchanged. ``--set`` changes arguments of the separator for inference
+(what :func:`torchbss.export.load_separator`'s ``overrides`` take; e.g. ``trainable=false
+checkpoint=false``: frozen parameters and no gradient checkpointing); the outputs are checked to
+be the same as the export's on a short random mixture before anything is written. The metadata
+keeps the export's epoch and step under ``export`` (not its local checkpoint path) and adds
+``name``, ``description`` and ``training`` (how it was trained: a JSON object). Register the
+file in ``torchbss.export.PRETRAINED`` and describe it in ``torchbss/assets/README.md``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from torchbss.export import instantiate, load_separator, save_separator
+from torchbss.export import OverrideError, load_separator, save_separator
 
 
 def _override(text: str) -> tuple[str, object]:
@@ -42,22 +42,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--training", type=json.loads, default={}, help="JSON: how it was trained")
     args = p.parse_args(argv)
 
-    payload = torch.load(args.export, map_location="cpu", weights_only=True)
+    config = dict(torch.load(args.export, map_location="cpu", weights_only=True)["config"])
+    overrides = dict(args.overrides)
     wsep, meta = load_separator(args.export)
-    config = dict(payload["config"])
-    for key, value in args.overrides:
-        if key not in config:
-            p.error(f"--set {key}: the config has no such argument (it has {sorted(config)})")
-        config[key] = value
-    module = instantiate(config)
-    module.load_state_dict(payload["state_dict"])
-    module.eval()
-    n_freq = payload["stft"]["n_fft"] // 2 + 1
+    try:
+        shipped = load_separator(args.export, overrides=overrides)[0]
+    except OverrideError as err:
+        p.error(f"--set: {err}")
+    shipped.separator.eval()
     X = torch.randn(
-        2, n_freq, 40, dtype=torch.complex64, generator=torch.Generator().manual_seed(0)
-    )
+        2, shipped.stft.n_fft // 2 + 1, 40, dtype=torch.complex64,
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
     with torch.no_grad():
-        same = torch.equal(module(X).sources, wsep.separator(X).sources)
+        same = torch.equal(shipped.separator(X).sources, wsep.separator(X).sources)
     if not same:
         p.error(f"the overrides {args.overrides} change the outputs; ship the export as trained")
     metadata = {
@@ -66,9 +64,9 @@ def main(argv: list[str] | None = None) -> None:
         "training": args.training,
         "export": {k: meta[k] for k in ("epoch", "global_step") if k in meta},
     }
-    stft = payload["stft"]
-    path = save_separator(args.out, module, config, n_fft=stft["n_fft"],
-                          hop_length=stft["hop_length"], metadata=metadata)  # fmt: skip
+    path = save_separator(args.out, shipped.separator, config | overrides,
+                          n_fft=shipped.stft.n_fft, hop_length=shipped.stft.hop_length,
+                          metadata=metadata)  # fmt: skip
     print(f"wrote {path} ({path.stat().st_size / 2**20:.2f} MiB)")
 
 
