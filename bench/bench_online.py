@@ -77,10 +77,8 @@ def latency_rows(quick: bool) -> list[dict]:
         g = torch.Generator().manual_seed(0)
         shape = (batch, mics, N_FFT // 2 + 1, n_frames)
         X = torch.randn(shape, dtype=torch.complex64, generator=g)
-        configs = [
-            *itertools.product(("online_auxiva", "online_ilrma"), (False, True), (True, False)),
-            *itertools.product(("online_ilrma_correction",), (False, True), (True, False)),
-        ]
+        names = ("online_auxiva", "online_ilrma", "online_ilrma_correction")
+        configs = itertools.product(names, (False, True), (True, False))
         for name, compile, realign in configs:
             per_frame = _per_frame_seconds(_make(name, mics, compile, realign), X, warmup=warmup)
             rows.append(
