@@ -38,7 +38,7 @@ def build_module(cfg: DictConfig):
     if cfg.get("init_checkpoint"):  # fine-tune: start from trained weights
         from torchbss.models.music import load_checkpoint
 
-        load_checkpoint(separator, cfg.init_checkpoint)
+        load_checkpoint(separator, cfg.init_checkpoint, new=cfg.get("init_checkpoint_new") or ())
     return SeparationModule(
         separator=separator,
         loss=instantiate(cfg.loss),

@@ -265,6 +265,7 @@ def load_checkpoint(
     checkpoint: str | Path | Mapping[str, Any],
     *,
     map_location: torch.device | str = "cpu",
+    new: Sequence[str] = (),
 ) -> nn.Module:
     """Load weights into ``model``, checking that they fit exactly.
 
@@ -278,6 +279,9 @@ def load_checkpoint(
         model: the model, built with the checkpoint's configuration.
         checkpoint: path to a ``.ckpt``/``.pt``/``.pth`` file, or a loaded object.
         map_location: where tensors are loaded before being copied into the model.
+        new: key prefixes of parameters the model adds to the checkpoint's (e.g. a new
+            branch to fine-tune from a trained model, ``"correction.recurrent."``): they may
+            be missing from it and keep their initial values. Every other key must fit.
 
     Returns:
         ``model``, with the weights loaded.
@@ -303,6 +307,7 @@ def load_checkpoint(
     own = model.state_dict()
     state = _strip_prefixes(_unwrap(obj), set(own))
     optional = {k for k in own if k.endswith("rotary_embed.freqs")}
+    optional |= {k for k in own if any(k.startswith(prefix) for prefix in new)}
     missing = [k for k in own if k not in state and k not in optional]
     unexpected = [k for k in state if k not in own]
     mismatched = [
@@ -326,5 +331,5 @@ def load_checkpoint(
         raise ValueError(
             f"checkpoint does not fit {type(model).__name__}: " + "; ".join(parts) + hint
         )
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=not new)
     return model
