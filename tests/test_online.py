@@ -258,35 +258,25 @@ def test_tbptt_same_output_finite_gradients():
     assert not torch.allclose(g_cut["forget_logit"], g_full["forget_logit"])
 
 
-@pytest.mark.parametrize("context", [0, 4])
-def test_weight_correction_starts_as_the_identity_and_learns(context):
-    """A FrameCorrection (correction_hidden > 0; frame-wise or with a recurrent context) leaves
-    online ILRMA exactly as it was until trained; every one of its parameters gets a finite
-    gradient through the unrolled frames (on random streams with silent passages and a silent
-    stream), and a trained (non-zero) correction changes the output."""
+def test_weight_correction_starts_as_the_identity_and_learns():
+    """A FrameCorrection (correction_hidden > 0) leaves online ILRMA exactly as it was until
+    trained; every one of its parameters gets a finite gradient through the unrolled frames
+    (on random streams with silent passages and a silent stream), and a trained (non-zero)
+    correction changes the output."""
     X = _random_streams(4)
     kw = dict(n_freq=N_FREQ, n_src=2, n_basis=3, trainable=True)
-    plain = OnlineILRMA(**kw)
-    corrected = OnlineILRMA(correction_hidden=16, correction_context=context, **kw)
+    plain, corrected = OnlineILRMA(**kw), OnlineILRMA(correction_hidden=16, **kw)
     corrected.load_state_dict(plain.state_dict(), strict=False)
     torch.testing.assert_close(corrected(X).sources, plain(X).sources, rtol=0, atol=0)
     loss, grads = _loss_and_grads(corrected, X)
     assert torch.isfinite(loss)
-    names = {f"correction.net.{i}.{w}" for i in (0, 2, 4) for w in ("weight", "bias")}
-    if context:
-        names |= {f"correction.recurrent.out.{w}" for w in ("weight", "bias")}
-        names |= {f"correction.recurrent.cell.{w}_{g}" for w in ("weight", "bias") for g in ("ih", "hh")}
-    assert {n for n in grads if n.startswith("correction.")} == names
+    assert {n for n in grads if n.startswith("correction.")} == {
+        f"correction.net.{i}.{w}" for i in (0, 2, 4) for w in ("weight", "bias")
+    }
     for name, grad in grads.items():
         assert torch.isfinite(grad).all(), name
-    # the output layers start at zero, so only they get a gradient at first
+    # the output layer starts at zero, so only it gets a gradient at first
     assert grads["correction.net.4.weight"].abs().sum() > 0
-    if context:
-        assert grads["correction.recurrent.out.weight"].abs().sum() > 0
-        with torch.no_grad():  # the context alone changes the output
-            corrected.correction.recurrent["out"].bias.fill_(1.0)
-        assert not torch.allclose(corrected(X).sources, plain(X).sources)
-        corrected.correction.recurrent["out"].bias.data.zero_()
     with torch.no_grad():
         corrected.correction.net[4].bias.fill_(1.0)  # variances x e^1 (bounded by tanh)
     assert not torch.allclose(corrected(X).sources, plain(X).sources)
@@ -294,69 +284,49 @@ def test_weight_correction_starts_as_the_identity_and_learns(context):
     assert not any(p.requires_grad for p in frozen.parameters())
 
 
-def test_a_frame_wise_correction_fine_tunes_into_a_recurrent_one():
-    """``load_checkpoint(new=...)`` starts a recurrent correction from a trained frame-wise one
-    (the ``init_checkpoint_new`` of the training config): same output until trained, the
-    recurrent state carried across blocks; without ``new``, or with other keys missing, the
-    checkpoint is refused by name."""
+def test_a_correction_fine_tunes_from_a_separator_without_one():
+    """``load_checkpoint(new=...)`` (the ``init_checkpoint_new`` of the training config) starts
+    a separator with a new branch, here online ILRMA with a weight correction, from a trained
+    one without it: same output until trained; without ``new``, or with other keys missing,
+    the checkpoint is refused by name."""
     from torchbss.models.music import load_checkpoint
 
     X = _random_streams(4)
-    kw = dict(n_freq=N_FREQ, n_src=2, correction_hidden=8)
-    framewise = _trained_correction(OnlineILRMA(**kw))
-    recurrent = OnlineILRMA(correction_context=4, **kw)
-    with pytest.raises(ValueError, match="missing key.*correction.recurrent"):
-        load_checkpoint(recurrent, framewise.state_dict())
-    load_checkpoint(recurrent, framewise.state_dict(), new=["correction.recurrent."])
-    want = framewise(X).sources
-    torch.testing.assert_close(recurrent(X).sources, want, rtol=0, atol=0)
-    first = recurrent.step(X[..., :7], recurrent.init_state(X))
-    assert first.state["context"].shape == X.shape[:-3] + (2, 4)
-    assert first.state["context"].abs().sum() > 0
-    second = recurrent.step(X[..., 7:], first.state)
-    torch.testing.assert_close(torch.cat([first.sources, second.sources], -1), want)
-    partial = {k: v for k, v in framewise.state_dict().items() if k != "basis_raw"}
+    kw = dict(n_freq=N_FREQ, n_src=2, trainable=True)
+    plain = OnlineILRMA(**kw)
+    with torch.no_grad():  # as if fine-tuned: not the initial values
+        plain.basis_raw.mul_(0.5)
+        plain.forget_logit.add_(1.0)
+    corrected = OnlineILRMA(correction_hidden=8, **kw)
+    with pytest.raises(ValueError, match=r"missing key.*correction\.net"):
+        load_checkpoint(corrected, plain.state_dict())
+    load_checkpoint(corrected, plain.state_dict(), new=["correction."])
+    torch.testing.assert_close(corrected.basis_raw, plain.basis_raw, rtol=0, atol=0)
+    torch.testing.assert_close(corrected(X).sources, plain(X).sources, rtol=0, atol=0)
+    partial = {k: v for k, v in plain.state_dict().items() if k != "basis_raw"}
     with pytest.raises(ValueError, match="missing key.*basis_raw"):
-        load_checkpoint(recurrent, partial, new=["correction.recurrent."])
-    with pytest.raises(ValueError, match="needs a correction"):
-        OnlineILRMA(n_freq=N_FREQ, correction_context=4)
+        load_checkpoint(corrected, partial, new=["correction."])
 
 
-@pytest.mark.parametrize("context", [0, 5])
-def test_frame_correction_is_scale_equivariant_and_checks_its_input(context):
+def test_frame_correction_is_scale_equivariant_and_checks_its_input():
     """Sources scaled by c (powers by c^2, weights by 1 / c^2) get the weights scaled by
-    1 / c^2 and the same recurrent state: the features are relative powers; a frame with the
-    wrong number of bins, and a recurrent state where none is kept (or none where one is),
-    are refused."""
+    1 / c^2: the features are relative powers; a frame with the wrong number of bins is
+    refused."""
     from torchbss.source_models import FrameCorrection
 
     torch.manual_seed(0)
-    corr = FrameCorrection(N_FREQ, hidden=8, context=context).double()
+    corr = FrameCorrection(N_FREQ, hidden=8).double()
     for layer in corr.net[::2]:
         torch.nn.init.normal_(layer.weight, std=0.5)
-    state = None
-    if context:
-        torch.nn.init.normal_(corr.recurrent["out"].weight, std=0.5)
-        state = torch.randn(3, 2, context, dtype=torch.float64)
     p = torch.rand(3, 2, N_FREQ, dtype=torch.float64) + 0.1
     phi = 1.0 / (torch.rand(3, 2, N_FREQ, dtype=torch.float64) + 0.1)
-    out, new = corr(p, phi, state)
+    out = corr(p, phi)
     assert not torch.allclose(out, phi)
-    scaled, scaled_new = corr(p * 9.0, phi / 9.0, state)
-    torch.testing.assert_close(scaled, out / 9.0, rtol=1e-9, atol=0)
-    if context:
-        assert new.shape == (3, 2, context) and not torch.allclose(new, state)
-        torch.testing.assert_close(scaled_new, new, rtol=1e-9, atol=1e-12)
-        with pytest.raises(ValueError, match="context=5"):
-            corr(p, phi)
-    else:
-        assert new is None
-        with pytest.raises(ValueError, match="context=0"):
-            corr(p, phi, torch.zeros(3, 2, 4, dtype=torch.float64))
+    torch.testing.assert_close(corr(p * 9.0, phi / 9.0), out / 9.0, rtol=1e-9, atol=0)
     bound = torch.exp(torch.tensor(corr.max_correction, dtype=torch.float64))
     assert bool(((out / phi) <= bound).all() and ((phi / out) <= bound).all())
     with pytest.raises(ValueError, match="n_freq=17 bins"):
-        corr(p[..., :10], phi[..., :10], state)
+        corr(p[..., :10], phi[..., :10])
 
 
 def test_isnmf_learned_assignment_gradients():
@@ -639,9 +609,6 @@ def test_real_arithmetic_ip1_step_equals_the_complex_one(M):
         lambda **kw: OnlineAuxIVA(source_model="gauss", **kw),
         lambda **kw: OnlineILRMA(n_freq=N_FREQ, inner_iter=2, **kw),
         lambda **kw: _trained_correction(OnlineILRMA(n_freq=N_FREQ, correction_hidden=8, **kw)),
-        lambda **kw: _trained_correction(
-            OnlineILRMA(n_freq=N_FREQ, correction_hidden=8, correction_context=3, **kw)
-        ),
     ],
 )
 def test_real_arithmetic_frames_equal_the_complex_ones(make, monkeypatch):
@@ -666,10 +633,10 @@ def test_real_arithmetic_frames_equal_the_complex_ones(make, monkeypatch):
 def _trained_correction(sep: OnlineILRMA) -> OnlineILRMA:
     """``sep`` with its weight correction set to fixed non-zero weights (as if trained)."""
     gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # every weight of the correction, the recurrent cell's too
-        for name, param in sep.correction.named_parameters():
-            scale = 0.1 if "bias" in name else 0.3
-            param.copy_(scale * torch.randn(param.shape, generator=gen))
+    with torch.no_grad():
+        for layer in sep.correction.net[::2]:
+            layer.weight.copy_(0.3 * torch.randn(layer.weight.shape, generator=gen))
+            layer.bias.copy_(0.1 * torch.randn(layer.bias.shape, generator=gen))
     return sep
 
 
@@ -682,9 +649,6 @@ def _trained_correction(sep: OnlineILRMA) -> OnlineILRMA:
         OnlineAuxIVA,
         lambda **kw: OnlineILRMA(n_freq=N_FREQ, warmup_sweeps=3, **kw),
         lambda **kw: _trained_correction(OnlineILRMA(n_freq=N_FREQ, correction_hidden=8, **kw)),
-        lambda **kw: _trained_correction(
-            OnlineILRMA(n_freq=N_FREQ, correction_hidden=8, correction_context=3, **kw)
-        ),
     ],
 )
 def test_compiled_frames_equal_eager(make):

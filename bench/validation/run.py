@@ -38,6 +38,7 @@ from bench.validation.dataset import (
     PROTOCOL_VERSION,
     SAMPLE_RATE,
     SPLITS,
+    ValidationMixture,
     load_mixture,
     room_indices,
     split_of,
@@ -286,22 +287,36 @@ def _si_sdri_best(ref: torch.Tensor, est: torch.Tensor, mix0: torch.Tensor) -> l
 _STFT = torchbss.STFT(n_fft=N_FFT, hop_length=HOP)
 
 
-def evaluate_run(method: Method, case: str, room: int, seed: int | None, **load_kwargs) -> list:
-    """One run (one row of :data:`COLUMNS`)."""
-    item = load_mixture(case, room, **load_kwargs)
+def mixture_stft(item: ValidationMixture) -> torch.Tensor:
+    """The protocol's input of a mixture: ``(mics, freq, frames)`` complex64."""
+    return _STFT(item.mixture).to(torch.complex64)
+
+
+def score_estimates(item: ValidationMixture, Y: torch.Tensor) -> tuple[list, list] | None:
+    """SI-SDR improvements (dB) of the estimates ``Y`` ``(sources, freq, frames)`` of a
+    mixture, per source, whole signal and second half; ``None`` when ``Y`` is not finite."""
+    if not bool(torch.isfinite(torch.view_as_real(Y)).all()):
+        return None
     mix, ref = item.mixture, item.images
     n = mix.shape[-1]
-    X = _STFT(mix).to(torch.complex64)
-    t0 = time.perf_counter()
-    Y = separate(method, X, ref.shape[0], seed)
-    elapsed = time.perf_counter() - t0
-    if not bool(torch.isfinite(torch.view_as_real(Y)).all()):  # a failed run: kept as null
-        return [case, room, seed, method.name, None, None, round(elapsed, 3)]
     y = _STFT.inverse(Y, length=n)
     half = n // 2
     whole = _si_sdri_best(ref, y, mix[0])
     second = _si_sdri_best(ref[:, half:], y[:, half:], mix[0, half:])
-    return [case, room, seed, method.name, whole, second, round(elapsed, 3)]
+    return whole, second
+
+
+def evaluate_run(method: Method, case: str, room: int, seed: int | None, **load_kwargs) -> list:
+    """One run (one row of :data:`COLUMNS`)."""
+    item = load_mixture(case, room, **load_kwargs)
+    X = mixture_stft(item)
+    t0 = time.perf_counter()
+    Y = separate(method, X, item.images.shape[0], seed)
+    elapsed = time.perf_counter() - t0
+    scores = score_estimates(item, Y)
+    if scores is None:  # a failed run: kept as null
+        return [case, room, seed, method.name, None, None, round(elapsed, 3)]
+    return [case, room, seed, method.name, *scores, round(elapsed, 3)]
 
 
 # ------------------------------------------------------------------------------ results file

@@ -168,32 +168,18 @@ class FrameCorrection(nn.Module):
     powers) and, with its output layer at zero, the identity: an untrained correction leaves
     the separator exactly as it was.
 
-    With ``context > 0`` the correction also remembers: a GRU cell reads the first hidden layer
-    of every frame and carries a state ``c`` of ``context`` values per source from frame to
-    frame (the caller keeps it, e.g. in an online separator's state; zeros at the start), and
-    ``z`` gains ``Linear(c)``. That output layer starts at zero, so a frame-wise correction's
-    weights loaded into a recurrent one (``recurrent.*`` missing) give the same outputs until it
-    is trained.
-
     Args:
         n_freq: frequency bins.
         hidden: width of the hidden layers.
         floor: relative floor inside the logs.
         max_correction: bound of ``|z|``.
-        context: size of the recurrent state per source; ``0``: frame-wise (no state).
 
     Shapes:
-        ``p``, ``phi``: ``(..., sources, freq)`` real non-negative -> ``(..., sources, freq)``;
-        ``context``: ``(..., sources, context)`` real, in and out (``None`` when frame-wise).
+        ``p``, ``phi``: ``(..., sources, freq)`` real non-negative -> ``(..., sources, freq)``.
     """
 
     def __init__(
-        self,
-        n_freq: int,
-        hidden: int = 128,
-        floor: float = 1e-4,
-        max_correction: float = 3.0,
-        context: int = 0,
+        self, n_freq: int, hidden: int = 128, floor: float = 1e-4, max_correction: float = 3.0
     ) -> None:
         super().__init__()
         self.n_freq = check_positive_int(n_freq, "n_freq")
@@ -209,50 +195,21 @@ class FrameCorrection(nn.Module):
         )  # fmt: skip
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
-        self.context = check_positive_int(context, "context", minimum=0)
-        self.recurrent = None
-        if context:
-            self.recurrent = nn.ModuleDict(
-                {"cell": nn.GRUCell(hidden, context), "out": nn.Linear(context, n_freq)}
-            )
-            nn.init.zeros_(self.recurrent["out"].weight)
-            nn.init.zeros_(self.recurrent["out"].bias)
 
-    def forward(
-        self, p: torch.Tensor, phi: torch.Tensor, context: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The corrected weights ``phi exp(-z)`` ``(..., sources, freq)`` and the new recurrent
-        state ``(..., sources, context)`` (``None`` when frame-wise)."""
+    def forward(self, p: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
+        """The corrected weights ``phi exp(-z)`` ``(..., sources, freq)``."""
         if p.shape[-1] != self.n_freq:
             raise ValueError(
                 f"FrameCorrection was built for n_freq={self.n_freq} bins, got a frame of shape "
                 f"{tuple(p.shape)} (..., sources, freq)"
             )
-        if (context is None) != (self.recurrent is None):
-            raise ValueError(
-                f"this FrameCorrection has context={self.context}: pass a recurrent state "
-                "(..., sources, context) exactly when context > 0 (zeros at the start), got "
-                + ("none" if context is None else f"one of shape {tuple(context.shape)}")
-            )
         own = relative_log_power(p, -1, self.floor)[0]
         model = relative_log_power(phi.reciprocal(), -1, self.floor)[0]
         features = torch.cat([own, model, mean_of_others(own, -2)], -1)
         dtype = self.net[0].weight.dtype
-        first = self.net[1](self.net[0](features.to(dtype)))  # (..., K, hidden)
-        z = self.net[4](self.net[3](self.net[2](first)))
-        if self.recurrent is not None:
-            # (..., K, hidden) -> (B K, hidden): the cell takes one row per source and stream
-            lead = first.shape[:-1]
-            cell = self.recurrent["cell"](first.reshape(-1, first.shape[-1]), context.to(dtype).reshape(-1, self.context))
-            context = cell.reshape(lead + (self.context,))
-            z = z + self.recurrent["out"](context)
-            context = context.to(phi.dtype)
-        z = z.to(phi.dtype)
+        z = self.net(features.to(dtype)).to(phi.dtype)
         z = self.max_correction * torch.tanh(z / self.max_correction)
-        return phi * torch.exp(-z), context
+        return phi * torch.exp(-z)
 
     def extra_repr(self) -> str:
-        return (
-            f"n_freq={self.n_freq}, floor={self.floor}, max_correction={self.max_correction}, "
-            f"context={self.context}"
-        )
+        return f"n_freq={self.n_freq}, floor={self.floor}, max_correction={self.max_correction}"

@@ -192,10 +192,6 @@ class OnlineILRMA(OnlineSpatialSeparator):
             trained end to end with ``trainable=True``, else frozen; the identity until
             trained; with ``compile=True`` it runs eagerly between the compiled NMF and spatial
             kernels); ``0``: none (the paper's algorithm).
-        correction_context: ``> 0`` (with ``correction_hidden``): the correction also carries a
-            recurrent state of this many values per source from frame to frame (a GRU cell,
-            :class:`~torchbss.source_models.FrameCorrection` ``context``; state entry
-            ``context``); ``0``: frame-wise.
 
     Shapes:
         ``X``: ``(..., mics, freq, frames)`` complex -> ``sources``: ``(..., n_src, freq,
@@ -232,7 +228,6 @@ class OnlineILRMA(OnlineSpatialSeparator):
         warmup_frames: int = WARMUP_FRAMES,
         warmup_sweeps: int = 1,
         correction_hidden: int = 0,
-        correction_context: int = 0,
     ) -> None:
         check_positive_int(n_freq, "n_freq")
         check_choice(basis_init, "basis_init", ("flat", "uniform"))
@@ -261,17 +256,9 @@ class OnlineILRMA(OnlineSpatialSeparator):
         self.register_trainable("basis_raw", inverse_softplus(basis))
         self.register_trainable("inner_weights", torch.ones(inner_iter))
         check_positive_int(correction_hidden, "correction_hidden", minimum=0)
-        check_positive_int(correction_context, "correction_context", minimum=0)
-        if correction_context and not correction_hidden:
-            raise ValueError(
-                f"correction_context={correction_context} needs a correction: set "
-                "correction_hidden > 0 too"
-            )
         self.correction = None
         if correction_hidden:  # frozen like the other parameters unless trainable
-            self.correction = FrameCorrection(
-                n_freq, correction_hidden, context=correction_context
-            ).requires_grad_(trainable)
+            self.correction = FrameCorrection(n_freq, correction_hidden).requires_grad_(trainable)
 
     def parameters_for(self, rdtype):
         params = super().parameters_for(rdtype)
@@ -288,8 +275,7 @@ class OnlineILRMA(OnlineSpatialSeparator):
             dict with ``W``, ``A``, ``V`` (and ``C``, ``recent``) as :class:`OnlineAuxIVA`,
             ``basis`` ``(..., n_src, freq, n_basis)``, ``activation`` ``(..., n_src, n_basis)``
             (ones), ``stat_num``, ``stat_den`` ``(..., n_src, freq, n_basis)`` (zeros),
-            ``frame``; with ``correction_context``: ``context`` ``(..., n_src, context)``
-            (zeros).
+            ``frame``.
         """
         X = self.prepare_block(X)
         state = self.spatial_state(X)
@@ -308,10 +294,6 @@ class OnlineILRMA(OnlineSpatialSeparator):
         )
         state["stat_num"] = torch.zeros(shape, dtype=rdtype, device=X.device)
         state["stat_den"] = torch.zeros(shape, dtype=rdtype, device=X.device)
-        if self.correction is not None and self.correction.context:
-            state["context"] = torch.zeros(
-                batch + (n_src, self.correction.context), dtype=rdtype, device=X.device
-            )
         return state
 
     def frame(self, x, state, params, beta, count):
@@ -321,7 +303,7 @@ class OnlineILRMA(OnlineSpatialSeparator):
         W, A, T = state["W"], state["A"], state["basis"]
         h = state["activation"].unsqueeze(-1)  # (..., K, B, 1)
         n_src = T.shape[-3]
-        C, context = None, state.get("context")
+        C = None
         if "C" in state:
             C = self.update_mixture_covariance(state["C"], x, beta)
         for i in range(self.inner_iter):
@@ -331,7 +313,7 @@ class OnlineILRMA(OnlineSpatialSeparator):
                 p, T, h, params["exponents"][i], self.activation_iter, self.eps
             )  # phi = 1 / r, (..., K, F)
             if self.correction is not None:
-                phi, context = self.correction(p[..., 0], phi, context)
+                phi = self.correction(p[..., 0], phi)
             Vd, Vo = self.update_covariances(state, x, beta, phi)
             W, A = self.spatial_step(W, A, Vd, Vo, C, params["load"], warmup)
         due = minibatch_due(state, count, self.minibatch)
@@ -342,8 +324,6 @@ class OnlineILRMA(OnlineSpatialSeparator):
         new["stat_num"], new["stat_den"] = num, den
         if C is not None:
             new["C"] = C
-        if context is not None:
-            new["context"] = context
         return self.output(W, A, x, n_src), new
 
     def _compiled_frame(self, x, state, params, beta, count, warmup):
@@ -354,14 +334,13 @@ class OnlineILRMA(OnlineSpatialSeparator):
             due = torch.full(state["frame"].shape, due, dtype=torch.bool, device=x.device)
         W, A, T = state["W"], state["A"], state["basis"]
         h, num, den = state["activation"].unsqueeze(-1), state["stat_num"], state["stat_den"]
-        context = state.get("context")
         for i in range(self.inner_iter):
             h, phi, T, num, den, p = self.kernel(nmf_frame_planes)(
                 x, W, T, h, num, den, params["exponents"][i], params["forget"], due,
                 self.activation_iter, self.eps, i == self.inner_iter - 1,
             )  # fmt: skip
             if self.correction is not None:  # eager, between the two compiled kernels
-                phi, context = self.correction(p[..., 0], phi, context)
+                phi = self.correction(p[..., 0], phi)
             y, W, A, Vd, Vo = self.kernel(spatial_frame_planes)(
                 x, W, A, state["Vd"], state["Vo"], beta, phi, params["load"], self.eps,
                 self.ref_mic,
@@ -369,8 +348,6 @@ class OnlineILRMA(OnlineSpatialSeparator):
             y, W, A = self.warmup_planes(x, y, W, A, Vd, Vo, params["load"], warmup)
         new = {"W": W, "A": A, "Vd": Vd, "Vo": Vo, "basis": T, "activation": h[..., 0]}
         new["stat_num"], new["stat_den"] = num, den
-        if context is not None:
-            new["context"] = context
         return y, new
 
     def extra_repr(self) -> str:
