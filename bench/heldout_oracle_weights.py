@@ -100,7 +100,8 @@ def summary(rows: list, case: str, part: int) -> dict:
     out["tuned_gain_db"] = round(statistics.fmean(gains), 2)
     for oracle in ("oracle_envelope", "oracle_tf"):
         i = METHODS.index(oracle)
-        out[f"{oracle}_gain_db"] = round(statistics.fmean(s[i][part] - s[0][part] for s in picked), 2)
+        gain = statistics.fmean(s[i][part] - s[0][part] for s in picked)
+        out[f"{oracle}_gain_db"] = round(gain, 2)
     return out
 
 
