@@ -258,36 +258,25 @@ def test_tbptt_same_output_finite_gradients():
     assert not torch.allclose(g_cut["forget_logit"], g_full["forget_logit"])
 
 
-@pytest.mark.parametrize("share", [False, True])
-def test_weight_correction_starts_as_the_identity_and_learns(share):
-    """A FrameCorrection (correction_hidden > 0; with or without the power shares) leaves
-    online ILRMA exactly as it was until trained; every one of its parameters gets a finite
-    gradient through the unrolled frames (on random streams with silent passages and a silent
-    stream), and a trained (non-zero) correction changes the output."""
+def test_weight_correction_starts_as_the_identity_and_learns():
+    """A FrameCorrection (correction_hidden > 0) leaves online ILRMA exactly as it was until
+    trained; every one of its parameters gets a finite gradient through the unrolled frames
+    (on random streams with silent passages and a silent stream), and a trained (non-zero)
+    correction changes the output."""
     X = _random_streams(4)
     kw = dict(n_freq=N_FREQ, n_src=2, n_basis=3, trainable=True)
-    plain = OnlineILRMA(**kw)
-    corrected = OnlineILRMA(correction_hidden=16, correction_share=share, **kw)
+    plain, corrected = OnlineILRMA(**kw), OnlineILRMA(correction_hidden=16, **kw)
     corrected.load_state_dict(plain.state_dict(), strict=False)
     torch.testing.assert_close(corrected(X).sources, plain(X).sources, rtol=0, atol=0)
     loss, grads = _loss_and_grads(corrected, X)
     assert torch.isfinite(loss)
-    names = {f"correction.net.{i}.{w}" for i in (0, 2, 4) for w in ("weight", "bias")}
-    assert {n for n in grads if n.startswith("correction.")} == names | (
-        {"correction.share_in.weight"} if share else set()
-    )
+    assert {n for n in grads if n.startswith("correction.")} == {
+        f"correction.net.{i}.{w}" for i in (0, 2, 4) for w in ("weight", "bias")
+    }
     for name, grad in grads.items():
         assert torch.isfinite(grad).all(), name
     # the output layer starts at zero, so only it gets a gradient at first
     assert grads["correction.net.4.weight"].abs().sum() > 0
-    if share:
-        with torch.no_grad():  # the shares alone change the output once the net is non-zero
-            corrected.correction.net[4].weight.normal_(std=0.1)
-            before = corrected(X).sources
-            corrected.correction.share_in.weight.normal_(std=0.5)
-        assert not torch.allclose(corrected(X).sources, before)
-        with torch.no_grad():
-            corrected.correction.net[4].weight.zero_()
     with torch.no_grad():
         corrected.correction.net[4].bias.fill_(1.0)  # variances x e^1 (bounded by tanh)
     assert not torch.allclose(corrected(X).sources, plain(X).sources)
@@ -319,43 +308,25 @@ def test_a_correction_fine_tunes_from_a_separator_without_one():
         load_checkpoint(corrected, partial, new=["correction."])
 
 
-@pytest.mark.parametrize("with_share", [False, True])
-def test_frame_correction_is_scale_equivariant_and_checks_its_input(with_share):
+def test_frame_correction_is_scale_equivariant_and_checks_its_input():
     """Sources scaled by c (powers by c^2, weights by 1 / c^2) get the weights scaled by
-    1 / c^2: the features are relative powers (the shares are invariant: ``power_shares``
-    of ``(c^2 p, g)`` and ``(p, c^2 g)`` are those of ``(p, g)``); a frame with the wrong
-    number of bins, and shares given to a correction without them (or none to one with
-    them), are refused."""
+    1 / c^2: the features are relative powers; a frame with the wrong number of bins is
+    refused."""
     from torchbss.source_models import FrameCorrection
-    from torchbss.source_models.neural import power_shares
 
     torch.manual_seed(0)
-    corr = FrameCorrection(N_FREQ, hidden=8, share=with_share).double()
-    layers = [*corr.net[::2], *([corr.share_in] if with_share else [])]
-    for layer in layers:
+    corr = FrameCorrection(N_FREQ, hidden=8).double()
+    for layer in corr.net[::2]:
         torch.nn.init.normal_(layer.weight, std=0.5)
     p = torch.rand(3, 2, N_FREQ, dtype=torch.float64) + 0.1
     phi = 1.0 / (torch.rand(3, 2, N_FREQ, dtype=torch.float64) + 0.1)
-    gain = torch.rand(3, 2, N_FREQ, dtype=torch.float64) + 0.1
-    share = power_shares(p, gain) if with_share else None
-    if with_share:
-        torch.testing.assert_close(share.sum(-2), torch.ones(3, N_FREQ, dtype=torch.float64))
-        torch.testing.assert_close(power_shares(p * 9.0, gain), share)
-        torch.testing.assert_close(power_shares(p, gain * 9.0), share)
-        silent = power_shares(torch.zeros_like(p), gain)
-        assert bool((silent == 0).all())
-        assert not torch.allclose(corr(p, phi, share), corr(p, phi, 1.0 - share))
-    out = corr(p, phi, share)
+    out = corr(p, phi)
     assert not torch.allclose(out, phi)
-    torch.testing.assert_close(corr(p * 9.0, phi / 9.0, share), out / 9.0, rtol=1e-9, atol=0)
+    torch.testing.assert_close(corr(p * 9.0, phi / 9.0), out / 9.0, rtol=1e-9, atol=0)
     bound = torch.exp(torch.tensor(corr.max_correction, dtype=torch.float64))
     assert bool(((out / phi) <= bound).all() and ((phi / out) <= bound).all())
     with pytest.raises(ValueError, match="n_freq=17 bins"):
-        corr(p[..., :10], phi[..., :10], None if share is None else share[..., :10])
-    with pytest.raises(ValueError, match=f"share={with_share}"):
-        corr(p, phi, None if with_share else p)
-    with pytest.raises(ValueError, match="needs a correction"):
-        OnlineILRMA(n_freq=N_FREQ, correction_share=True)
+        corr(p[..., :10], phi[..., :10])
 
 
 def test_isnmf_learned_assignment_gradients():
@@ -638,9 +609,6 @@ def test_real_arithmetic_ip1_step_equals_the_complex_one(M):
         lambda **kw: OnlineAuxIVA(source_model="gauss", **kw),
         lambda **kw: OnlineILRMA(n_freq=N_FREQ, inner_iter=2, **kw),
         lambda **kw: _trained_correction(OnlineILRMA(n_freq=N_FREQ, correction_hidden=8, **kw)),
-        lambda **kw: _trained_correction(
-            OnlineILRMA(n_freq=N_FREQ, correction_hidden=8, correction_share=True, **kw)
-        ),
     ],
 )
 def test_real_arithmetic_frames_equal_the_complex_ones(make, monkeypatch):
@@ -665,10 +633,10 @@ def test_real_arithmetic_frames_equal_the_complex_ones(make, monkeypatch):
 def _trained_correction(sep: OnlineILRMA) -> OnlineILRMA:
     """``sep`` with its weight correction set to fixed non-zero weights (as if trained)."""
     gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # every weight of the correction, in a fixed order
-        for name, param in sep.correction.named_parameters():
-            scale = 0.1 if "bias" in name else 0.3
-            param.copy_(scale * torch.randn(param.shape, generator=gen))
+    with torch.no_grad():
+        for layer in sep.correction.net[::2]:
+            layer.weight.copy_(0.3 * torch.randn(layer.weight.shape, generator=gen))
+            layer.bias.copy_(0.1 * torch.randn(layer.bias.shape, generator=gen))
     return sep
 
 
@@ -681,9 +649,6 @@ def _trained_correction(sep: OnlineILRMA) -> OnlineILRMA:
         OnlineAuxIVA,
         lambda **kw: OnlineILRMA(n_freq=N_FREQ, warmup_sweeps=3, **kw),
         lambda **kw: _trained_correction(OnlineILRMA(n_freq=N_FREQ, correction_hidden=8, **kw)),
-        lambda **kw: _trained_correction(
-            OnlineILRMA(n_freq=N_FREQ, correction_hidden=8, correction_share=True, **kw)
-        ),
     ],
 )
 def test_compiled_frames_equal_eager(make):

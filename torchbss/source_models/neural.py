@@ -168,33 +168,18 @@ class FrameCorrection(nn.Module):
     powers) and, with its output layer at zero, the identity: an untrained correction leaves
     the separator exactly as it was.
 
-    With ``share=True`` it also reads each source's share of the frame's power in each bin
-    (``s_kf`` in ``[0, 1]``, summing to one over the sources: the outputs scaled to the
-    reference mic, ``|a_k y_k|^2 / sum_j |a_j y_j|^2``), which the relative powers above cannot
-    give (each source is normalised by its own mean). It enters the first hidden layer through
-    its own weights ``share_in`` (``freq -> hidden``, no bias), which start at zero: a
-    frame-wise correction's weights loaded into one with ``share`` (``share_in.*`` missing,
-    ``load_checkpoint(new=...)``) give the same outputs until it is trained.
-
     Args:
         n_freq: frequency bins.
         hidden: width of the hidden layers.
         floor: relative floor inside the logs.
         max_correction: bound of ``|z|``.
-        share: also read the sources' shares of each bin's power.
 
     Shapes:
-        ``p``, ``phi``: ``(..., sources, freq)`` real non-negative -> ``(..., sources, freq)``;
-        ``share``: ``(..., sources, freq)`` (with ``share=True`` only).
+        ``p``, ``phi``: ``(..., sources, freq)`` real non-negative -> ``(..., sources, freq)``.
     """
 
     def __init__(
-        self,
-        n_freq: int,
-        hidden: int = 128,
-        floor: float = 1e-4,
-        max_correction: float = 3.0,
-        share: bool = False,
+        self, n_freq: int, hidden: int = 128, floor: float = 1e-4, max_correction: float = 3.0
     ) -> None:
         super().__init__()
         self.n_freq = check_positive_int(n_freq, "n_freq")
@@ -210,53 +195,21 @@ class FrameCorrection(nn.Module):
         )  # fmt: skip
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
-        self.share_in = None
-        if share:
-            self.share_in = nn.Linear(n_freq, hidden, bias=False)
-            nn.init.zeros_(self.share_in.weight)
 
-    def forward(
-        self, p: torch.Tensor, phi: torch.Tensor, share: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def forward(self, p: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
         """The corrected weights ``phi exp(-z)`` ``(..., sources, freq)``."""
         if p.shape[-1] != self.n_freq:
             raise ValueError(
                 f"FrameCorrection was built for n_freq={self.n_freq} bins, got a frame of shape "
                 f"{tuple(p.shape)} (..., sources, freq)"
             )
-        if (share is None) != (self.share_in is None):
-            raise ValueError(
-                f"this FrameCorrection was built with share={self.share_in is not None}: pass "
-                "the sources' power shares (..., sources, freq) exactly when share=True"
-            )
         own = relative_log_power(p, -1, self.floor)[0]
         model = relative_log_power(phi.reciprocal(), -1, self.floor)[0]
         features = torch.cat([own, model, mean_of_others(own, -2)], -1)
         dtype = self.net[0].weight.dtype
-        hidden = self.net[0](features.to(dtype))
-        if self.share_in is not None:  # centred: 0 where the sources share a bin equally
-            hidden = hidden + self.share_in((share - 1.0 / share.shape[-2]).to(dtype))
-        z = self.net[1:](hidden).to(phi.dtype)
+        z = self.net(features.to(dtype)).to(phi.dtype)
         z = self.max_correction * torch.tanh(z / self.max_correction)
         return phi * torch.exp(-z)
 
     def extra_repr(self) -> str:
-        return (
-            f"n_freq={self.n_freq}, floor={self.floor}, max_correction={self.max_correction}, "
-            f"share={self.share_in is not None}"
-        )
-
-
-def power_shares(p: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
-    """Each source's share of a bin's power, ``g_k p_k / sum_j g_j p_j`` (``0`` in a silent bin).
-
-    Args:
-        p: ``(..., sources, freq)`` power of the unscaled estimates ``|y_k|^2``.
-        gain: ``(..., sources, freq)`` power gain of their scaling to the reference mic
-            ``|a_k|^2`` (the minimal distortion principle).
-
-    Returns:
-        ``(..., sources, freq)`` in ``[0, 1]``.
-    """
-    scaled = gain * p
-    return scaled / scaled.sum(-2, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny)
+        return f"n_freq={self.n_freq}, floor={self.floor}, max_correction={self.max_correction}"

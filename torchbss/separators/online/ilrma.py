@@ -24,7 +24,7 @@ from torchbss.separators.online.spatial import (
     demix_frame,
     spatial_frame_planes,
 )
-from torchbss.source_models.neural import FrameCorrection, power_shares
+from torchbss.source_models.neural import FrameCorrection
 from torchbss.source_models.nmf import (
     _activation_update,
     _basis_statistics,
@@ -192,9 +192,6 @@ class OnlineILRMA(OnlineSpatialSeparator):
             trained end to end with ``trainable=True``, else frozen; the identity until
             trained; with ``compile=True`` it runs eagerly between the compiled NMF and spatial
             kernels); ``0``: none (the paper's algorithm).
-        correction_share: the correction also reads each source's share of each bin's power
-            (:func:`~torchbss.source_models.neural.power_shares` of the outputs scaled to
-            ``ref_mic``; FrameCorrection ``share``).
 
     Shapes:
         ``X``: ``(..., mics, freq, frames)`` complex -> ``sources``: ``(..., n_src, freq,
@@ -231,7 +228,6 @@ class OnlineILRMA(OnlineSpatialSeparator):
         warmup_frames: int = WARMUP_FRAMES,
         warmup_sweeps: int = 1,
         correction_hidden: int = 0,
-        correction_share: bool = False,
     ) -> None:
         check_positive_int(n_freq, "n_freq")
         check_choice(basis_init, "basis_init", ("flat", "uniform"))
@@ -260,13 +256,9 @@ class OnlineILRMA(OnlineSpatialSeparator):
         self.register_trainable("basis_raw", inverse_softplus(basis))
         self.register_trainable("inner_weights", torch.ones(inner_iter))
         check_positive_int(correction_hidden, "correction_hidden", minimum=0)
-        if correction_share and not correction_hidden:
-            raise ValueError("correction_share=True needs a correction: set correction_hidden > 0")
         self.correction = None
         if correction_hidden:  # frozen like the other parameters unless trainable
-            self.correction = FrameCorrection(
-                n_freq, correction_hidden, share=bool(correction_share)
-            ).requires_grad_(trainable)
+            self.correction = FrameCorrection(n_freq, correction_hidden).requires_grad_(trainable)
 
     def parameters_for(self, rdtype):
         params = super().parameters_for(rdtype)
@@ -321,11 +313,7 @@ class OnlineILRMA(OnlineSpatialSeparator):
                 p, T, h, params["exponents"][i], self.activation_iter, self.eps
             )  # phi = 1 / r, (..., K, F)
             if self.correction is not None:
-                share = None
-                if self.correction.share_in is not None:
-                    gain = A[..., self.ref_mic, :n_src, :]  # (..., K, F)
-                    share = power_shares(p[..., 0], gain.real.square() + gain.imag.square())
-                phi = self.correction(p[..., 0], phi, share)
+                phi = self.correction(p[..., 0], phi)
             Vd, Vo = self.update_covariances(state, x, beta, phi)
             W, A = self.spatial_step(W, A, Vd, Vo, C, params["load"], warmup)
         due = minibatch_due(state, count, self.minibatch)
@@ -352,11 +340,7 @@ class OnlineILRMA(OnlineSpatialSeparator):
                 self.activation_iter, self.eps, i == self.inner_iter - 1,
             )  # fmt: skip
             if self.correction is not None:  # eager, between the two compiled kernels
-                share = None
-                if self.correction.share_in is not None:
-                    gain = A[..., self.ref_mic, : p.shape[-3], :]  # (..., 2, K, F) planes
-                    share = power_shares(p[..., 0], gain.square().sum(-3))
-                phi = self.correction(p[..., 0], phi, share)
+                phi = self.correction(p[..., 0], phi)
             y, W, A, Vd, Vo = self.kernel(spatial_frame_planes)(
                 x, W, A, state["Vd"], state["Vo"], beta, phi, params["load"], self.eps,
                 self.ref_mic,
