@@ -140,6 +140,26 @@ def test_init_checkpoint_starts_from_the_shipped_weights(tmp_path):
         build_module(cfg)
 
 
+def test_init_checkpoint_new_starts_a_new_branch(tmp_path):
+    """``init_checkpoint_new=[prefix.]``: online ILRMA with a weight correction starts from the
+    weights of one without it (the correction keeps its initial values, every other weight is
+    loaded); without it the missing keys are refused by name."""
+    plain = build_module(_compose(["experiment=online_ilrma_neural",
+                                   "separator.correction_hidden=0"], tmp_path))  # fmt: skip
+    with torch.no_grad():  # as if trained
+        plain.separator.basis_raw.mul_(0.5)
+    path = tmp_path / "plain.pt"
+    torch.save({"state_dict": plain.separator.state_dict()}, path)
+    base = ["experiment=online_ilrma_neural", f"init_checkpoint={path}"]
+    module = build_module(_compose([*base, "init_checkpoint_new=[correction.]"], tmp_path))
+    own = module.separator.state_dict()
+    for key, value in plain.separator.state_dict().items():
+        torch.testing.assert_close(own[key], value, rtol=0, atol=0)
+    assert float(own["correction.net.4.weight"].abs().sum()) == 0.0  # still the identity
+    with pytest.raises(ValueError, match=r"missing key.*correction\.net"):
+        build_module(_compose(base, tmp_path))
+
+
 class _Exploding(torch.nn.Module):
     """A loss that is NaN on the second call (to test the guard)."""
 
