@@ -79,6 +79,14 @@ SECTIONS: list[tuple[str, str, str, str]] = [
         "training-like step, and SI-SDR improvement whole-signal and second half.",
     ),
     (
+        "bench_online_profile",
+        "Where the time of an online frame goes: the running realignment",
+        "python -m bench.bench_online_profile",
+        "The steady-state frames of bench_online with and without the running "
+        "frequency-permutation alignment, and the realignment's parts (ms per frame, one "
+        "stream, one thread).",
+    ),
+    (
         "bench_quality",
         "Batch BSS quality on the shared mixtures (report set, never used to choose defaults)",
         "python -m bench.bench_quality",

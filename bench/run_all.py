@@ -18,7 +18,14 @@ from pathlib import Path
 
 from bench._common import print_table, write_json
 
-BENCHMARKS = ("bench_metrics", "bench_chunked", "bench_batch", "bench_quality", "bench_online")
+BENCHMARKS = (
+    "bench_metrics",
+    "bench_chunked",
+    "bench_batch",
+    "bench_quality",
+    "bench_online",
+    "bench_online_profile",
+)
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 
