@@ -29,6 +29,9 @@ from torchbss.separators import ILRMA, AuxIVA, OnlineAuxIVA, OnlineILRMA
 from torchbss.signal import STFT
 
 FS, N_FFT, HOP = 16000, 2048, 512
+#: steady state: the timed frames come after online AuxIVA's warm-up sweeps (64 frames) and
+#: once the realignment window (128 frames) is full
+WARMUP_FRAMES, TIMED_FRAMES = 132, 96
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
@@ -68,10 +71,8 @@ def _per_frame_seconds(sep, X: torch.Tensor, warmup: int, repeats: int = 3) -> f
 
 def latency_rows(quick: bool) -> list[dict]:
     rows = []
-    # steady state: the timed frames come after online AuxIVA's warm-up sweeps (64 frames) and
-    # once the realignment window (128 frames) is full
-    warmup = 4 if quick else 132
-    n_frames = warmup + (20 if quick else 96)
+    warmup = 4 if quick else WARMUP_FRAMES
+    n_frames = warmup + (20 if quick else TIMED_FRAMES)
     hop_s = HOP / FS
     for mics, batch in itertools.product((2, 4), (1, 8 if quick else 64)):
         g = torch.Generator().manual_seed(0)

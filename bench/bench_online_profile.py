@@ -26,7 +26,7 @@ from collections.abc import Callable
 import torch
 
 from bench._common import print_table, write_json
-from bench.bench_online import FS, HOP, N_FFT, _make
+from bench.bench_online import FS, HOP, N_FFT, TIMED_FRAMES, WARMUP_FRAMES, _make
 from torchbss.separators.online import spatial
 
 #: the realignment's parts: (name in the table, attribute of the spatial module)
@@ -95,7 +95,7 @@ def measure(name: str, mics: int, compile: bool, X: torch.Tensor, warmup: int) -
 def rows(quick: bool = False) -> list[dict]:
     """One row per configuration (``quick``: online ILRMA 2x2 only, a smoke run)."""
     out = []
-    warmup, n_frames = 132, 132 + 96
+    warmup, n_frames = WARMUP_FRAMES, WARMUP_FRAMES + TIMED_FRAMES
     hop_ms = 1e3 * HOP / FS
     names = (
         ("online_ilrma",) if quick else ("online_auxiva", "online_ilrma", "online_ilrma_correction")
@@ -134,10 +134,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     table = rows(args.quick)
-    if args.quick:  # a smoke run: the table, no result file
-        print_table(table)
-        return
     print_table(table)
+    if args.quick:  # a smoke run: no result file
+        return
     path = write_json(
         "bench_online_profile",
         {

@@ -32,7 +32,7 @@ from torch import nn
 import torchbss
 from bench._common import write_json
 from bench.validation.dataset import CASES, ValidationMixture, load_mixture, room_indices
-from bench.validation.run import _STFT, mixture_stft, score_estimates
+from bench.validation.run import _STFT, COLLAPSE_DB, mixture_stft, score_estimates
 from torchbss.export import pretrained
 
 METHODS = ("default", "tuned", "oracle_envelope", "oracle_tf")
@@ -95,13 +95,10 @@ def summary(rows: list, case: str, part: int) -> dict:
         values = [s[i][part] for s in picked]
         out[f"{method}_mean"] = round(statistics.fmean(values), 2)
         out[f"{method}_median"] = round(statistics.median(values), 2)
-        out[f"{method}_collapsed"] = sum(v < 2 for v in values)
-    gains = [s[1][part] - s[0][part] for s in picked]
-    out["tuned_gain_db"] = round(statistics.fmean(gains), 2)
-    for oracle in ("oracle_envelope", "oracle_tf"):
-        i = METHODS.index(oracle)
+        out[f"{method}_collapsed"] = sum(v < COLLAPSE_DB for v in values)
+    for i, method in enumerate(METHODS[1:], 1):  # paired gains over the untrained default
         gain = statistics.fmean(s[i][part] - s[0][part] for s in picked)
-        out[f"{oracle}_gain_db"] = round(gain, 2)
+        out[f"{method}_gain_db"] = round(gain, 2)
     return out
 
 

@@ -280,7 +280,7 @@ def load_checkpoint(
         checkpoint: path to a ``.ckpt``/``.pt``/``.pth`` file, or a loaded object.
         map_location: where tensors are loaded before being copied into the model.
         new: key prefixes of parameters the model adds to the checkpoint's (e.g. a new
-            branch to fine-tune from a trained model, ``"correction.recurrent."``): they may
+            branch to fine-tune from a trained model, ``"correction."``): they may
             be missing from it and keep their initial values. Every other key must fit.
 
     Returns:
