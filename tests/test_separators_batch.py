@@ -442,6 +442,23 @@ def test_divergence_is_reported_not_silent(data_dir):
     assert bool(torch.isfinite(torch.view_as_real(Y)).all())
 
 
+def test_divergence_check_counts_the_mixtures_with_nan_or_inf():
+    """The check after a separation (two reductions per mixture) finds a single NaN, +inf or
+    -inf, in the real or the imaginary part, and counts the mixtures that hold one."""
+    Y = torch.zeros(2, 3, 2, 5, 7, dtype=torch.complex64)
+    Y[0, 1, 1, 3, 6] = complex(float("nan"), 0.0)
+    Y[1, 0, 0, 0, 0] = complex(0.0, float("-inf"))
+    Y[1, 2, 1, 4, 2] = complex(float("inf"), 1.0)
+    result = SeparationResult(sources=Y, state=None, demixing=None)
+    with pytest.warns(RuntimeWarning, match=r"in 3 of 6 mixture\(s\) \(torch.complex64"):
+        AuxIVA()._checked(result)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        AuxIVA()._checked(SeparationResult(sources=Y[0, ::2], state=None, demixing=None))
+    with pytest.warns(RuntimeWarning, match=r"in 1 of 2 mixture"):
+        AuxIVA()._checked(SeparationResult(sources=Y[:, 2], state=None, demixing=None))
+
+
 def test_nmf_fused_update_equals_the_matmul_update(generator):
     """The compile-friendly NMF update (broadcast products, no in-place) is the eager one."""
     from torchbss.source_models.nmf import _fused_weights
