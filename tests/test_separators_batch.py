@@ -133,10 +133,11 @@ def test_each_item_alone_equals_inside_a_batch(sep):
     torch.testing.assert_close(Y2[0], Y, rtol=1e-9, atol=1e-11)
 
 
-@pytest.mark.parametrize("chunk", [1, 2])
+@pytest.mark.parametrize("chunk", [1, 2, 4])
 def test_cpu_chunks_equal_the_whole_batch(monkeypatch, chunk):
     """A CPU batch run in chunks of ``chunk`` mixtures (as large inputs are, see
-    ``cpu_chunk_bytes``) gives the whole batch's result: sources, state, demixing, cost."""
+    ``cpu_chunk_bytes``; 4: a shorter last chunk) gives the whole batch's result: sources,
+    state (NMF bases and activations included), demixing, cost."""
     X = make_mixture(batch=(2, 3), n_src=2, seed=4)
     mask = torch.ones(2, 3, X.shape[-1], dtype=torch.bool)
     mask[1, 2, 50:] = False
@@ -156,9 +157,24 @@ def test_cpu_chunks_equal_the_whole_batch(monkeypatch, chunk):
             assert a.shape == b.shape
             torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
         if whole.state.source is not None:
-            torch.testing.assert_close(
-                parts.state.source.activations, whole.state.source.activations, rtol=1e-9, atol=0
-            )
+            for a, b in (
+                (parts.state.source.activations, whole.state.source.activations),
+                (parts.state.source.basis, whole.state.source.basis),
+            ):
+                torch.testing.assert_close(a, b, rtol=1e-9, atol=0)
+
+
+def test_cpu_chunks_only_for_states_they_can_put_together(monkeypatch):
+    """A source model with a state of its own (not NMF's) runs the batch in one piece."""
+
+    class Stateful(Laplace):
+        def init_state(self, Y, frame_mask=None, generator=None):
+            return {"calls": 0}
+
+    X = make_mixture(batch=(3,), n_src=2, seed=4)
+    monkeypatch.setattr(AuxIVA, "cpu_chunk_bytes", 1)
+    assert AuxIVA(source_model=Laplace())._cpu_chunk(X, None, None, None) == 1
+    assert AuxIVA(source_model=Stateful())._cpu_chunk(X, None, None, None) == 0
 
 
 @pytest.mark.parametrize("update", ["ip1", "ip2"])
