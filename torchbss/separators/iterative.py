@@ -733,11 +733,13 @@ class IterativeSeparator(Separator):
     def _checked(self, result: SeparationResult) -> SeparationResult:
         """Warn when the sources are not finite (the input was checked finite): divergence."""
         Y = result.sources
-        Yr = torch.view_as_real(Y.detach()).flatten(-4)  # (..., K F T 2)
+        Yr = torch.view_as_real(Y.detach())  # (..., K, F, T, 2), in whatever layout Y has
         # NaN and inf propagate through max and min: two reductions per mixture, no full-size
         # temporary (torch.isfinite of a batch writes four of them: ~0.4 s for 16 8 s 2x2
-        # mixtures on the BENCHMARKS machine, where fresh pages are expensive)
-        finite = torch.isfinite(torch.stack([Yr.amax(-1), Yr.amin(-1)])).all(0)
+        # mixtures on the BENCHMARKS machine, where fresh pages are expensive; flattening a
+        # strided Y would copy it)
+        dims = (-4, -3, -2, -1)
+        finite = torch.isfinite(torch.stack([Yr.amax(dims), Yr.amin(dims)])).all(0)
         if not bool(finite.all()):
             n_bad, n = int((~finite).sum()), finite.numel()
             warnings.warn(
