@@ -28,10 +28,30 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def _cpu_id() -> str | None:
+    """``family F model M`` from ``/proc/cpuinfo`` (virtual machines often name the CPU only
+    by its line, "AMD EPYC", whatever its generation), or ``None`` where it is not known."""
+    fields = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in ("cpu family", "model") and key not in fields:
+                fields[key] = value.strip()
+            if not line.strip() and fields:
+                break
+    except OSError:
+        return None
+    if len(fields) < 2:
+        return None
+    return f"family {fields['cpu family']} model {fields['model']}"
+
+
 def machine_info() -> dict[str, Any]:
     """Describe the machine a benchmark ran on (CPU model, threads, torch version, GPU)."""
     info: dict[str, Any] = {
         "cpu": _cpu_model(),
+        "cpu_id": _cpu_id(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,

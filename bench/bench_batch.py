@@ -31,7 +31,9 @@ Run ``python -m bench.bench_batch [--quick] [--previous REV]``; writes
    timing. ssspy builds its demixing matrices in complex128 whatever the input.
 2. Throughput of AuxIVA (IP1 and the default IP2) on a batch of 16 and 64 mixtures in one call
    vs one call per mixture (mixtures per second, interleaved, best of ``repeat``). The batch
-   holds the 2x2 mixtures, each copy circularly shifted by a different number of frames.
+   holds the 2x2 mixtures, each copy circularly shifted by a different number of frames; the
+   8 s mixtures (with torchiva's batched call) and their first :data:`SHORT` frames (~2 s: on
+   CPU several such mixtures share a cache-sized chunk, ``cpu_chunk_bytes``).
 3. The floors of AuxIVA-IP1 on 2x2_00 (8 s, 50 iterations): the arithmetic it cannot avoid
    (counted below, :func:`flop_floor`) at the measured single-thread SGEMM rate, and the bytes
    it must stream per iteration at the measured streaming rate of a GEMM over data that does
@@ -74,6 +76,8 @@ N_BASIS = 2
 PREVIOUS_REV = "a36d12cf753af0335b40229affe9db4a242994d4"
 PEERS = ("previous", "pyroomacoustics", "torchiva", "ssspy")
 MIX_2X2 = ["2x2_00", "2x2_01", "2x2_02", "2x2_03"]
+#: frames of the short mixtures of the batch throughput rows (~2 s, four per CPU chunk at 2x2)
+SHORT = 63
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
@@ -322,15 +326,23 @@ def _batch(n: int, frames: int | None = None) -> torch.Tensor:
     return torch.stack(items)
 
 
-def batch_rows(sizes: list[int], n_iter: int, repeat: int, frames: int | None = None) -> list[dict]:
-    """Mixtures per second of one batched call vs one call per mixture (AuxIVA IP1 and IP2)."""
+def batch_rows(
+    sizes: list[int],
+    n_iter: int,
+    repeat: int,
+    frames: int | None = None,
+    peers: bool = True,
+) -> list[dict]:
+    """Mixtures per second of one batched call vs one call per mixture (AuxIVA IP1 and IP2);
+    ``peers``: torchiva's batched call too (minutes for a batch of 64)."""
     import torchbss
 
     rows = []
+    tiva = None
     try:
-        tiva = _import_torchiva()
+        tiva = _import_torchiva() if peers else None
     except Exception:  # optional peer
-        tiva = None
+        pass
     for update in ("ip1", "ip2"):
         ours = torchbss.separators.AuxIVA(
             n_iter=n_iter, update=update, source_model="laplace", **SAME_WORK
@@ -357,6 +369,7 @@ def batch_rows(sizes: list[int], n_iter: int, repeat: int, frames: int | None = 
                 row = {
                     "threads": torch.get_num_threads(),
                     "update": update,
+                    "seconds": round(X.shape[-1] * HOP / 16000),
                     "batch": n,
                     "n_iter": n_iter,
                     "batched_s": t_batch,
@@ -534,6 +547,9 @@ def _worker(quick: bool, threads: int, previous: str | None) -> None:
         "batch": batch_rows(cfg["sizes"], cfg["batch_iter"], cfg["batch_repeat"], cfg["frames"]),
         "machine": machine_info(),
     }
+    if not quick:  # short mixtures, several per cache-sized chunk (torchiva left out: slow)
+        short = batch_rows(cfg["sizes"], cfg["batch_iter"], cfg["batch_repeat"], SHORT, False)
+        result["batch"] += short
     result["floor"] = floor_rows(result["speed"]) if not quick else []
     print(json.dumps(result, default=str))
 
@@ -619,7 +635,8 @@ def main(argv: list[str] | None = None) -> None:
     print("\nCPU-time ratios:\n")
     print_table(speed, ["threads", "algorithm", "torchbss_cpu_s"] + [f"x_{p}_cpu" for p in PEERS])
     length = f"{cfg['frames'] * HOP / 16000:.0f} s" if cfg["frames"] else "8 s"
-    print(f"\n## AuxIVA throughput: one batched call vs one per mixture (2x2, {length})\n")
+    short = "" if args.quick else " and 2 s"
+    print(f"\n## AuxIVA throughput: one batched call vs one per mixture (2x2, {length}{short})\n")
     print_table(batch)
     if floor:
         print("\n## AuxIVA-IP1 against its floors (see flop_floor)\n")

@@ -1,7 +1,7 @@
 """Speed of this checkout against a previous commit, measured in one run (interleaved).
 
 ``python -m bench.bench_regression --base REV [--repeat 5] [--quick]`` extracts commit ``REV``
-(default: the parent of the commit that reshaped the core, 0881325) with ``git archive`` into a
+(default: :data:`DEFAULT_BASE`, the last commit of the previous stop) with ``git archive`` into a
 temporary folder and times the same workloads with both implementations, alternating
 previous/current in fresh subprocesses (one thread each), so that load changes on a shared
 machine hit both alike. Reports the median time per workload and the ratio previous/current
@@ -25,7 +25,7 @@ from pathlib import Path
 from bench._common import print_table, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_BASE = "8fadeb4"
+DEFAULT_BASE = "d7cc3b0"
 
 WORKER = r"""
 import json, sys, time, torch

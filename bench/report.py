@@ -53,9 +53,9 @@ SECTIONS: list[tuple[str, str, str, str]] = [
     (
         "bench_regression",
         "Nothing got slower: this checkout against the previous commit",
-        "python -m bench.bench_regression --base 8fadeb4 --repeat 5",
+        "python -m bench.bench_regression --base d7cc3b0 --repeat 9",
         "Median time of the same workloads with the previous implementation (the last commit of "
-        "stop 26) and this one, alternating in fresh single-thread processes.",
+        "stop 30) and this one, alternating in fresh single-thread processes.",
     ),
     (
         "bench_batch",
@@ -132,7 +132,8 @@ def _machine(data: dict[str, Any]) -> str:
     m = data.get("machine") or {}
     if not m:
         return "machine: not recorded"
-    parts = [m.get("cpu", "?"), f"{m.get('cpu_count', '?')} cores"]
+    cpu = m.get("cpu", "?") + (f" ({m['cpu_id']})" if m.get("cpu_id") else "")
+    parts = [cpu, f"{m.get('cpu_count', '?')} cores"]
     if "torch_threads" in m:
         parts.append(f"{m['torch_threads']} torch thread(s) by default")
     parts.append(f"torch {m.get('torch', '?')}")
