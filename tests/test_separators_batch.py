@@ -413,6 +413,11 @@ def test_bad_input_messages():
         sep(make_mixture(batch=(), n_src=2, n_freq=40, n_frames=64).transpose(-3, -2))
     with pytest.raises(ValueError, match="1 STFT frame.*signal is too short"):
         sep(X[..., :1])
+    for empty in (ILRMA(n_iter=1), sep):  # no traceback from deep inside (the alignment)
+        with pytest.raises(ValueError, match=r"0 frequency bins \(shape \(2, 2, 0, "):
+            empty(X[..., :0, :])
+        with pytest.raises(ValueError, match=r"holds no mixture: a leading \(batch\) dim"):
+            empty(X[:0])
     bad = X.clone()
     bad[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN/inf"):

@@ -257,6 +257,13 @@ class IterativeSeparator(Separator):
             raise ValueError(
                 f"ref_mic must be in [0, {n_mics}) for {n_mics} mics, got {self.ref_mic}"
             )
+        if X.shape[-2] == 0:
+            raise ValueError(f"X has 0 frequency bins (shape {tuple(X.shape)}, expected {LAYOUT})")
+        if X.numel() == 0:
+            raise ValueError(
+                f"X of shape {tuple(X.shape)} holds no mixture: a leading (batch) dimension is "
+                f"0, expected {LAYOUT} with at least one mixture"
+            )
         # one vectorised pass over the real view: NaN / inf propagate into the sum; only a
         # non-finite sum (also reached by huge finite values) needs the exact, counting check
         if X.numel() and not bool(torch.isfinite(torch.view_as_real(X).sum())):
