@@ -391,6 +391,8 @@ def test_bad_input_messages():
         sep(torch.zeros(2, 2, N_FREQ, 3, dtype=torch.complex32))
     with pytest.raises(ValueError, match="no frame_mask"):
         sep.step(X, state, frame_mask=torch.ones(2, 5))
+    with pytest.raises(ValueError, match=r"0 frequency bins \(shape \(2, 2, 0, 5\)"):
+        OnlineAuxIVA()(X[..., :0, :])  # (was a ZeroDivisionError from the realignment's chunk)
 
 
 def test_state_is_checked_against_the_separator():

@@ -192,7 +192,10 @@ class OnlineSeparator(Separator):
             raise TypeError(
                 "X has dtype complex32, which is not supported; use X.to(torch.complex64)"
             )
-        return check_complex(X, "X")
+        X = check_complex(X, "X")
+        if X.shape[-2] == 0:
+            raise ValueError(f"X has 0 frequency bins (shape {tuple(X.shape)}, expected {LAYOUT})")
+        return X
 
     def init_state(self, X: torch.Tensor, frame_mask: torch.Tensor | None = None) -> State:
         raise NotImplementedError
