@@ -339,10 +339,11 @@ def batch_rows(
 
     rows = []
     tiva = None
-    try:
-        tiva = _import_torchiva() if peers else None
-    except Exception:  # optional peer
-        pass
+    if peers:
+        try:
+            tiva = _import_torchiva()
+        except Exception:  # optional peer
+            pass
     for update in ("ip1", "ip2"):
         ours = torchbss.separators.AuxIVA(
             n_iter=n_iter, update=update, source_model="laplace", **SAME_WORK

@@ -16,6 +16,8 @@ __all__ = [
     "check_complex",
     "check_real_float",
     "check_finite",
+    "finite_items",
+    "check_freq_bins",
     "check_same_shape",
     "check_positive_int",
     "check_range",
@@ -97,11 +99,7 @@ def check_finite(x: torch.Tensor, name: str) -> torch.Tensor:
     """Raise if ``x`` holds NaN or inf values (counts them in the message)."""
     if x.numel() == 0:
         return x
-    # NaN and inf propagate through max and min: two reductions, no full-size temporary
-    values = torch.view_as_real(x) if x.is_complex() else x
-    if not values.is_floating_point() or bool(
-        torch.isfinite(torch.stack([values.amax(), values.amin()])).all()
-    ):
+    if not (x.is_floating_point() or x.is_complex()) or bool(finite_items(x).all()):
         return x
     finite = torch.isfinite(x)
     if not bool(finite.all()):
@@ -111,6 +109,32 @@ def check_finite(x: torch.Tensor, name: str) -> torch.Tensor:
             "expected finite values (clean the input, e.g. torch.nan_to_num)"
         )
     return x
+
+
+def finite_items(x: torch.Tensor, item_ndim: int | None = None) -> torch.Tensor:
+    """Whether each item of a float or complex ``x`` holds no NaN or inf.
+
+    NaN and inf propagate through max and min: two reductions over each item, in ``x``'s own
+    layout, and no full-size temporary (``torch.isfinite`` writes one the size of ``x``; on CPU
+    its fresh pages cost more than the reductions).
+
+    Args:
+        x: real floating-point or complex tensor.
+        item_ndim: an item is the last ``item_ndim`` dims of ``x`` (``None``: all of ``x``).
+
+    Returns:
+        bool tensor of the leading ``x.ndim - item_ndim`` dims (0-dim for ``None``).
+    """
+    values = torch.view_as_real(x) if x.is_complex() else x
+    n = values.ndim if item_ndim is None else item_ndim + (values.ndim - x.ndim)
+    dims = tuple(range(-n, 0))
+    return torch.isfinite(torch.stack([values.amax(dims), values.amin(dims)])).all(0)
+
+
+def check_freq_bins(X: torch.Tensor, layout: str) -> None:
+    """Raise if the STFT ``X`` (frequency at dim ``-2``, as in ``layout``) has no bin."""
+    if X.shape[-2] == 0:
+        raise ValueError(f"X has 0 frequency bins (shape {tuple(X.shape)}, expected {layout})")
 
 
 def check_same_shape(

@@ -42,6 +42,7 @@ from torch.utils.checkpoint import checkpoint as _checkpoint
 from torchbss._validation import (
     check_bool,
     check_complex,
+    check_freq_bins,
     check_positive_int,
     check_range,
     check_tensor,
@@ -193,8 +194,7 @@ class OnlineSeparator(Separator):
                 "X has dtype complex32, which is not supported; use X.to(torch.complex64)"
             )
         X = check_complex(X, "X")
-        if X.shape[-2] == 0:
-            raise ValueError(f"X has 0 frequency bins (shape {tuple(X.shape)}, expected {LAYOUT})")
+        check_freq_bins(X, LAYOUT)
         return X
 
     def init_state(self, X: torch.Tensor, frame_mask: torch.Tensor | None = None) -> State:
