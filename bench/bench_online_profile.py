@@ -6,8 +6,10 @@ two interleaved) with and without the running frequency-permutation alignment, a
 realignment's cost (every 8 frames, amortised per frame) into its parts by timing each call
 (the parts of the best block with it):
 
-- ``demix_power``: the current demixing applied to the 128 stored frames (output powers);
-- ``power_permutation``: the permutation search on those powers;
+- ``window_features``: the current demixing applied to the 128 stored frames and the
+  alignment's features of their output powers (normalised power ratios, bin weights; one
+  compiled kernel with ``compile=True``);
+- ``cluster_permutation``: the permutation search on those features;
 - ``permute_state``: the permutation applied to the state (``W``, ``A``, covariances, NMF);
 - ``realign_other``: the rest of a realignment call (masks, chunking, layout conversions);
 - ``frame_overhead``: what the option costs outside the calls (``with - without - realign``:
@@ -29,10 +31,11 @@ from bench._common import print_table, write_json
 from bench.bench_online import FS, HOP, N_FFT, TIMED_FRAMES, WARMUP_FRAMES, _make
 from torchbss.separators.online import spatial
 
-#: the realignment's parts: (name in the table, attribute of the spatial module)
+#: the realignment's parts: (name in the table, attribute of the spatial module, or of the
+#: separator when it starts with "sep.")
 PARTS = (
-    ("demix_power", "demix_power"),
-    ("power_permutation", "power_permutation"),
+    ("window_features", "sep.window_features"),
+    ("cluster_permutation", "cluster_permutation"),
     ("permute_state", "_permuted"),
 )
 
@@ -45,7 +48,10 @@ class _PartTimers:
         self.totals: dict[str, float] = {}
         self._restore: list[Callable[[], None]] = []
         for key, attr in PARTS:
-            self._wrap(spatial, attr, key)
+            if attr.startswith("sep."):
+                self._wrap(sep, attr.removeprefix("sep."), key)
+            else:
+                self._wrap(spatial, attr, key)
         self._wrap(sep, "realign", "realign")
 
     def _wrap(self, owner, attr: str, key: str) -> None:

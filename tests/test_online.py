@@ -859,3 +859,54 @@ def test_realign_arguments_are_checked():
     with pytest.raises(ValueError, match="warmup_frames"):
         OnlineILRMA(n_freq=33, warmup_frames=-1)
     assert "recent" not in OnlineAuxIVA(realign_every=0).init_state(_mixture(n_frames=2)[0])
+
+
+def test_store_frames_is_the_ring_buffer_of_single_frames():
+    """Frames stored together (wrapping round the ring's end, or more frames than the window
+    holds) land where one write per frame at slot ``counter % window`` puts them."""
+    from torchbss.separators.online.spatial import store_frames
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(2, 3, 5, 20, dtype=torch.complex64, generator=g)  # (batch, M, F, frames)
+    for window, first, n in ((7, 0, 3), (7, 5, 4), (7, 12, 7), (7, 3, 17), (4, 9, 20)):
+        want = torch.randn(2, 5, 6, window, generator=g)
+        got = want.clone()
+        for t in range(n):  # the reference: one frame at a time
+            xt = X[..., t].transpose(-1, -2)  # (batch, F, M)
+            want[..., (first + t) % window] = torch.cat([xt.real, xt.imag], -1)
+        store_frames(got, X[..., :n], first)
+        assert torch.equal(got, want), (window, first, n)
+
+
+@pytest.mark.parametrize("n_src", [2, 3])
+def test_compiled_window_features_are_the_eager_ones(n_src):
+    """The realignment's features written for the compiler (the demixing as multiply-adds
+    over the mics, run eagerly here) are those of the eager demix_power + power_features, with
+    and without a frame mask."""
+    from torchbss.separators.online.spatial import window_features_planes
+    from torchbss.updates.alignment import power_features
+    from torchbss.updates.base import demix_power
+    from torchbss.updates.fused import to_planes
+
+    g = torch.Generator().manual_seed(n_src)
+    W = torch.randn(2, n_src, n_src, 9, dtype=torch.complex128, generator=g)  # (n, M, M, F)
+    Xp = torch.randn(2, 9, 2 * n_src, 12, dtype=torch.float64, generator=g)  # (n, F, 2M, T)
+    for mask in (None, torch.arange(12) < torch.tensor([[12], [7]])):
+        want = power_features(demix_power(W, Xp, n_src), mask, 0.1)
+        got = window_features_planes(to_planes(W, -4), Xp, n_src, mask, 0.1)
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("every, window", [(6, 4), (4, 4), (5, 12)])
+def test_deferred_window_writes_are_block_split_invariant(every, window):
+    """The frames go into the realignment's window when a realignment is due or a block ends:
+    any block split gives the outputs and the final window of one call, exactly (also with a
+    period longer than the window)."""
+    X, _ = _mixture(batch=2, n_frames=33)
+    sep = OnlineAuxIVA(realign_every=every, realign_window=window)
+    whole = sep(X)
+    for block in (1, 5, 11):
+        Y, state = _stream(sep, X, block)
+        torch.testing.assert_close(Y, whole.sources, rtol=0, atol=0)
+        assert torch.equal(state["recent"], whole.state["recent"])

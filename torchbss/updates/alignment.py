@@ -43,6 +43,8 @@ __all__ = [
     "permute_along",
     "permute_demixing",
     "permute_sources",
+    "cluster_permutation",
+    "power_features",
     "power_permutation",
 ]
 
@@ -102,6 +104,27 @@ def power_permutation(
         raise TypeError(f"P must be real output powers |y|^2, got dtype {P.dtype}")
     check_positive_int(max_rounds, "max_rounds")
     check_range(silence, "silence", 0.0, 1.0)
+    z, weight = power_features(P, frame_mask, silence, overwrite)
+    return cluster_permutation(z, weight, max_rounds)
+
+
+def power_features(
+    P: torch.Tensor,
+    frame_mask: torch.Tensor | None = None,
+    silence: float = 0.0,
+    overwrite: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Steps 1-2 and the bin weights of the alignment (module docstring), from output powers.
+
+    Args:
+        P: ``(..., sources, freq, frames)`` real, non-negative; ``frame_mask``, ``silence``,
+            ``overwrite``: as for :func:`power_permutation` (unchecked here).
+
+    Returns:
+        ``z`` ``(..., freq, sources, frames)`` contiguous: each bin's power ratios, centred and
+        of unit norm over the counted frames (0 on the others), and ``weight`` ``(..., freq)``
+        the bin weights ``w_f``.
+    """
     n_src, n_freq = P.shape[-3], P.shape[-2]
     real = P.dtype
     tiny = torch.finfo(real).tiny
@@ -128,31 +151,64 @@ def power_permutation(
         z.sub_(mean.reshape(*mean.shape[:-2], n_freq, n_src, 1)).mul_(mask)
     z.div_(torch.linalg.vector_norm(z, dim=-1, keepdim=True).clamp_min_(tiny))
     median = energy.median(-1, keepdim=True).values.clamp_min(tiny)
-    weight = torch.log1p(energy / median)  # (..., F)
-    lead = P.shape[:-3]
-    identity = torch.arange(n_src, device=P.device)
-    perm = identity.expand(*lead, n_freq, n_src).clone()
+    return z, torch.log1p(energy / median)
+
+
+def cluster_permutation(z: torch.Tensor, weight: torch.Tensor, max_rounds: int) -> torch.Tensor:
+    """Steps 3-4 of the alignment (module docstring): the per-bin permutation from the features
+    of :func:`power_features`.
+
+    Args:
+        z: ``(..., freq, sources, frames)`` contiguous normalised power ratios.
+        weight: ``(..., freq)`` bin weights.
+        max_rounds: most centroid / assignment rounds (it stops earlier when no bin changes).
+
+    Returns:
+        ``perm`` ``(..., freq, sources)`` int64, from the identity.
+    """
+    *lead, n_freq, n_src, n_frames = z.shape
+    tiny = torch.finfo(z.dtype).tiny
+    perm = torch.arange(n_src, device=z.device).expand(*lead, n_freq, n_src).clone()
     if n_src == 1:
         return perm
-    # z as one (F K, T) matrix per mixture: each round is two GEMMs, the centroids
-    # c = (w one_hot(perm)) z and the scores z c^T, with no per-round copy of z
-    zf = z.reshape(*lead, n_freq * n_src, z.shape[-1])  # (..., F K, T)
-    for _ in range(max_rounds):
-        assign = torch.nn.functional.one_hot(perm, n_src).to(real)  # (..., F, K slot, K src)
-        assign = assign * weight[..., None, None]
-        # (..., K, F K) @ (..., F K, T): slot k's centroid, sum_f w_f z[perm[f, k], f]
-        centroid = assign.transpose(-3, -2).reshape(*lead, n_src, n_freq * n_src) @ zf
-        centroid = centroid / torch.linalg.vector_norm(centroid, dim=-1, keepdim=True).clamp_min(
-            tiny
-        )
+    # each round: one GEMM, the scores z c^T of every bin's sources against the slots'
+    # centroids. The centroids' sums s_k = sum_f w_f z[perm[f, k], f] start as one
+    # matrix-vector product over the bins (perm is the identity); then they follow the bins
+    # that changed (few, after the first round), else they are summed again from all bins
+    zf = z.reshape(*lead, n_freq * n_src, n_frames)  # (..., F K, T)
+    flat = z.reshape(-1, n_freq, n_src, n_frames)  # (B, F, K, T)
+    w = weight.reshape(-1, n_freq)  # (B, F)
+    sums = (w[:, None, :] @ flat.flatten(-2)).reshape(-1, n_src, n_frames)  # (B, K, T)
+    for round_ in range(max_rounds):
+        centroid = sums / torch.linalg.vector_norm(sums, dim=-1, keepdim=True).clamp_min(tiny)
         # (..., F K, T) @ (..., T, K) -> score[..., f, j, k]: source j of bin f against slot
         # k's centroid; solve_permutation takes it as (..., f, slot k, source j)
-        score = (zf @ centroid.transpose(-1, -2)).reshape(*lead, n_freq, n_src, n_src)
-        new = solve_permutation(score.transpose(-1, -2))
-        if torch.equal(new, perm):
+        score = zf @ centroid.reshape(*lead, n_src, n_frames).transpose(-1, -2)
+        new = solve_permutation(score.reshape(*lead, n_freq, n_src, n_src).transpose(-1, -2))
+        b, f = (new != perm).any(-1).reshape(-1, n_freq).nonzero(as_tuple=True)
+        if b.numel() == 0:
             break
-        perm = new
+        old, perm = perm, new
+        if round_ == max_rounds - 1:
+            break
+        # the sums as (K slot, K src) selections of each bin's rows z_f: s = sum_f D_f z_f
+        select = _weighted_one_hot  # D_f = w_f one_hot(perm_f)
+        if b.numel() * 8 > w.numel():  # many changed: all bins, one GEMM
+            D = select(perm.reshape(-1, n_freq, n_src), w)  # (B, F, K, K)
+            sums = D.transpose(1, 2).reshape(-1, n_src, n_freq * n_src) @ flat.flatten(1, 2)
+        else:  # the changed bins' D_f(new) - D_f(old) applied to their rows, per bin
+            pick = (b, f)
+            D = select(perm.reshape(-1, n_freq, n_src)[pick], w[pick])
+            D -= select(old.reshape(-1, n_freq, n_src)[pick], w[pick])  # (n, K, K)
+            sums.index_add_(0, b, D @ flat[pick])
     return perm
+
+
+def _weighted_one_hot(perm: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``(..., K slot, K src)``: ``weight`` where slot ``k`` takes source ``perm[..., k]``,
+    else 0 (``perm`` ``(..., K)``, ``weight`` ``(...)``)."""
+    one_hot = torch.nn.functional.one_hot(perm, perm.shape[-1]).to(weight.dtype)
+    return one_hot * weight[..., None, None]
 
 
 def _audible_frames(

@@ -46,6 +46,7 @@ from torchbss._validation import (
     check_positive_int,
     check_range,
     check_tensor,
+    finite_items,
 )
 from torchbss.separators.base import Callback, SeparationResult, Separator
 
@@ -251,17 +252,30 @@ class OnlineSeparator(Separator):
         return state
 
     def after_frame(
-        self, x: torch.Tensor, before: torch.Tensor, state: State, count: int | None
+        self, X: torch.Tensor, t: int, before: torch.Tensor, state: State, count: int | None
     ) -> State:
         """Called after every frame on the internal state (default: as is).
 
         Args:
-            x: ``(..., [mics,] freq)`` the frame as it came in (complex, possibly non-finite).
+            X: ``(..., [mics,] freq, frames)`` the block as it came in (complex, possibly
+                non-finite); the frame is ``X[..., t]``.
+            t: the frame's index in the block.
             before: ``(...)`` the frame counters before the frame (a stream whose counter did
                 not advance skipped the frame).
             state: the internal state after the frame.
             count: the common counter before the frame when every stream has one and the
                 block is finite (no frame skipped), else ``None``.
+        """
+        return state
+
+    def end_block(self, X: torch.Tensor, state: State, count: int | None) -> State:
+        """Called on the internal state after a block's last frame (default: as is).
+
+        Args:
+            X: ``(..., [mics,] freq, frames)`` the block as it came in.
+            state: the internal state after the block.
+            count: the common counter before the block's first frame when every stream has
+                one and the block is finite, else ``None`` (as for :meth:`after_frame`).
         """
         return state
 
@@ -312,9 +326,9 @@ class OnlineSeparator(Separator):
                     f"{ref.dtype}; convert the state with state_to(state, dtype=X.dtype) or the "
                     "block with X.to(...)"
                 )
-            if value.is_floating_point() or value.is_complex():
-                bad = ~torch.isfinite(value)
-                if bool(bad.any()):
+            if (value.is_floating_point() or value.is_complex()) and value.numel():
+                if not bool(finite_items(value)):  # no full-size temporary when all is well
+                    bad = ~torch.isfinite(value)
                     raise ValueError(
                         f"state[{key!r}] contains {int(bad.sum())} NaN/inf value(s): a corrupted "
                         "state would poison every later output; start again from init_state"
@@ -345,7 +359,7 @@ class OnlineSeparator(Separator):
         n_frames = X.shape[-1]
         frames = self.frame_inputs(X)
         state = self.begin_block(state)
-        fast = bool(torch.isfinite(X).all())
+        fast = bool(finite_items(X))
         count = None
         if fast:
             counter = state["frame"].reshape(-1)
@@ -371,9 +385,9 @@ class OnlineSeparator(Separator):
                 state = new
             # entries the frame does not touch (e.g. the alignment's buffer) carry over
             state.update((k, v) for k, v in previous.items() if k not in state)
-            state = self.after_frame(X[..., t], before, state, None if count is None else count + t)
+            state = self.after_frame(X, t, before, state, None if count is None else count + t)
             outs.append(y)
-        return torch.stack(outs, dim=-1), state
+        return torch.stack(outs, dim=-1), self.end_block(X, state, count)
 
     def step(
         self, X: torch.Tensor, state: State, frame_mask: torch.Tensor | None = None

@@ -33,7 +33,7 @@ from torchbss._validation import check_bool, check_positive_int, check_range
 from torchbss.separators.base import SeparationResult
 from torchbss.separators.online.base import OnlineSeparator, State, inverse_softplus
 from torchbss.updates import background_update, ip1_sweep, loaded_inverse
-from torchbss.updates.alignment import permute_along, power_permutation
+from torchbss.updates.alignment import cluster_permutation, permute_along, power_features
 from torchbss.updates.base import demix_power
 from torchbss.updates.fused import (
     covariance_update_planes,
@@ -64,7 +64,9 @@ __all__ = [
     "ip1_step_stacked",
     "permute_state",
     "spatial_frame_planes",
+    "store_frames",
     "sweeps_planes",
+    "window_features_planes",
 ]
 
 #: default period (frames) of the running frequency-permutation alignment (0: off) and the
@@ -95,6 +97,65 @@ def _realign_chunk(n_freq: int, n_src: int, window: int, device: torch.device) -
     if device.type != "cpu":
         return 1 << 62
     return max(1, (1 << 19) // (n_freq * n_src * window))
+
+
+def window_features_planes(
+    W: torch.Tensor,
+    Xp: torch.Tensor,
+    n_src: int,
+    frame_mask: torch.Tensor | None,
+    silence: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The realignment's features (:func:`~torchbss.updates.alignment.power_features`) of the
+    window demixed by the current ``W``, written for ``torch.compile``.
+
+    Args:
+        W: ``(n, 2, M, M, F)`` real and imaginary planes of the demixing.
+        Xp: ``(n, F, 2 M, T)`` the window buffer (rows ``[Re x; Im x]`` per bin).
+        n_src: ``K``, the first rows of ``W``.
+        frame_mask, silence: as for :func:`~torchbss.updates.alignment.power_features`.
+
+    Returns:
+        ``z`` ``(n, F, K, T)`` and ``weight`` ``(n, F)``.
+    """
+    n_mics = Xp.shape[-2] // 2
+    Wk = W[:, :, :n_src].movedim(-1, -3)  # (n, 2, F, K, M)
+    Wr, Wi = Wk[:, 0], Wk[:, 1]
+    # y_k = sum_m W_km x_m written out over the mics (complex multiply-adds on the planes):
+    # compiled, one loop over (bin, source, frame) in the powers' layout reads each bin's
+    # frames once, and Y is never written out (a matmul would write it; a sum over a
+    # broadcast product re-read the window once per output row)
+    yr = yi = torch.zeros((), dtype=Xp.dtype, device=Xp.device)
+    for m in range(n_mics):
+        xr, xi = Xp[..., None, m, :], Xp[..., None, n_mics + m, :]  # (n, F, 1, T)
+        wr, wi = Wr[..., m, None], Wi[..., m, None]  # (n, F, K, 1)
+        yr, yi = yr + (wr * xr - wi * xi), yi + (wr * xi + wi * xr)
+    P = yr * yr + yi * yi  # (n, F, K, T)
+    return power_features(P.movedim(-2, -3), frame_mask, silence)
+
+
+def store_frames(recent: torch.Tensor, X: torch.Tensor, first: int) -> None:
+    """Write frames into the realignment's window buffer, in place.
+
+    Args:
+        recent: ``(..., F, 2 M, window)`` real ring buffer, planar rows ``[Re x; Im x]`` per bin;
+            the frame with counter ``c`` goes to slot ``c % window``.
+        X: ``(..., M, F, n)`` complex: consecutive frames (only the last ``window`` are kept).
+        first: the counter of the frame ``X[..., 0]``.
+    """
+    window, n_mics = recent.shape[-1], X.shape[-3]
+    if X.shape[-1] > window:
+        first += X.shape[-1] - window
+        X = X[..., -window:]
+    lead = X.ndim - 3
+    # (..., M, F, n, 2) -> (..., F, 2, M, n): the buffer's rows are (part, mic)
+    src = torch.view_as_real(X.detach()).permute(*range(lead), lead + 1, lead + 3, lead, lead + 2)
+    dst = recent.unflatten(-2, (2, n_mics))  # (..., F, 2, M, window)
+    n, start = src.shape[-1], first % window
+    head = min(n, window - start)  # the slots up to the ring's end, then from its start
+    dst[..., start : start + head].copy_(src[..., :head])
+    if n > head:
+        dst[..., : n - head].copy_(src[..., head:])
 
 
 def permute_state(state: State, perm: torch.Tensor, source_keys: Sequence[str]) -> State:
@@ -329,6 +390,8 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
         if "recent" in state:  # written in place below: never the caller's tensor
             recent = state["recent"]
             state = {**state, "recent": recent.clone()}
+            if self.compile:  # the compiled features need no buffers
+                return state
             # scratch of the realignments of this block (internal only, dropped by to_public):
             # the output powers (..., F, K, window) and the block demixing's (..., F, 2 K,
             # window), allocated once per block (fresh large tensors per realignment cost page
@@ -341,18 +404,20 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
             state[_WORK] = torch.empty((n, n_freq, 2 * n_src, window), **opts)
         return state
 
-    def after_frame(self, x, before, state, count):
+    def after_frame(self, X, t, before, state, count):
         if not self.realign_every:
             return state
         recent, window, every = state["recent"], self.realign_window, self.realign_every
-        n_mics = x.shape[-2]
-        xt = x.detach().transpose(-1, -2)  # (..., F, M)
         if count is not None:  # the usual case: one counter, no skipped frame, no host sync
-            recent[..., :n_mics, count % window] = xt.real
-            recent[..., n_mics:, count % window] = xt.imag
+            # the frames since the last realignment go into the window buffer together, when
+            # the next one is due (end_block stores the rest): one strided write per frame
+            # touched a cache line per bin and mic
             if (count + 1) % every:
                 return state
+            first = max(0, t + 1 - every)
+            store_frames(recent, X[..., first : t + 1], count - (t - first))
             return self.realign(state, None, count + 1)
+        xt = X[..., t].detach().transpose(-1, -2)  # (..., F, M)
         after = state["frame"]
         moved = after != before  # (...): streams that took this frame
         slot = (before % window).reshape(before.shape + (1, 1, 1))
@@ -365,12 +430,21 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
             return state
         return self.realign(state, due)
 
+    def end_block(self, X, state, count):
+        if not self.realign_every or count is None:  # without a common counter: stored already
+            return state
+        n = X.shape[-1]
+        pending = min(n, (count + n) % self.realign_every)  # the frames after the last realignment
+        if pending:
+            store_frames(state["recent"], X[..., n - pending :], count + n - pending)
+        return state
+
     def realign(self, state: State, due: torch.Tensor | None, count: int | None = None) -> State:
         """Undo frequency-block permutations of the current demixing (internal state).
 
         The current ``W`` demixes the last ``realign_window`` frames (``state["recent"]``;
         those quieter than ``realign_silence`` times the window's median frame power are left
-        out); :func:`~torchbss.updates.alignment.power_permutation` (the batch alignment) finds
+        out); the batch alignment (:func:`~torchbss.updates.alignment.power_permutation`) finds
         the per-bin permutation of its outputs that aligns their power-ratio envelopes, and the
         rows of ``W``, the columns of ``A`` and the per-source statistics (:attr:`source_keys`)
         of every bin are permuted alike (in the internal layout, :meth:`internal_source_dims`),
@@ -385,12 +459,10 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
             filled = frame.clamp_max(window)[..., None]  # (..., 1)
             mask = torch.arange(window, device=recent.device) < filled  # (..., window)
         lead = frame.shape
-        W = state["W"].detach()
-        if self.compile:  # (..., 2, M, M, F) planes
-            W = from_planes(W, -4)
+        W = state["W"].detach()  # (..., M, M, F) or with compile (..., 2, M, M, F) planes
         # streams a few at a time, so that a chunk's powers stay in cache (a batch of 64 4x4
         # streams as one piece streams ~0.7 GB per realignment)
-        flat_W = W.reshape((-1,) + W.shape[-3:])  # (n, M, M, F)
+        flat_W = W.reshape((-1,) + W.shape[len(lead) :])
         flat_recent = recent.reshape((-1,) + recent.shape[-3:])
         if mask is not None:
             mask = mask.expand(lead + (window,)).reshape(-1, window)
@@ -402,25 +474,35 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
                 part = slice(i, i + chunk)
                 if flat_due is not None and not bool(flat_due[part].any()):
                     continue
-                out = work = None
-                if _POWER in state:  # (n, K, F, window) view of the (n, F, K, window) buffer
-                    n = flat_W[part].shape[0]
-                    out = state[_POWER].reshape((-1,) + state[_POWER].shape[-3:])[:n]
-                    out = out.movedim(-2, -3)
-                    work = state[_WORK].reshape((-1,) + state[_WORK].shape[-3:])[:n]
-                P = demix_power(flat_W[part], flat_recent[part], n_src, out, work)  # (n, K, F, T)
-                perm[part] = power_permutation(
-                    P,
-                    None if mask is None else mask[part],
-                    self.realign_rounds,
-                    self.realign_silence,
-                    overwrite=True,
-                )  # (n, F, K)
+                z, weight = self.window_features(
+                    state, flat_W[part], flat_recent[part], None if mask is None else mask[part]
+                )
+                perm[part] = cluster_permutation(z, weight, self.realign_rounds)  # (n, F, K)
         perm = perm.reshape(lead + (n_freq, n_src))
+        identity = torch.arange(n_src, device=perm.device).expand_as(perm)
         if due is not None:
-            identity = torch.arange(n_src, device=perm.device).expand_as(perm)
             perm = torch.where(due[..., None, None], perm, identity)
+        if torch.equal(perm, identity):  # nothing moves (the usual case once aligned)
+            return state
         return _permuted(state, perm, self.internal_source_dims(len(lead)))
+
+    def window_features(
+        self, state: State, W: torch.Tensor, Xp: torch.Tensor, mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The features of one piece of a realignment: ``W`` ``(n, M, M, F)`` (with compile
+        ``(n, 2, M, M, F)``), ``Xp`` ``(n, F, 2 M, T)``, ``mask`` ``(n, T)`` or ``None`` ->
+        ``z`` ``(n, F, K, T)``, ``weight`` ``(n, F)``
+        (:func:`~torchbss.updates.alignment.power_features`)."""
+        n_src, silence = state["Vd"].shape[-3], self.realign_silence
+        if self.compile:
+            return self.kernel(window_features_planes)(W, Xp, n_src, mask, silence)
+        out = work = None
+        if _POWER in state:  # (n, K, F, window) view of the (n, F, K, window) buffer
+            n = W.shape[0]
+            out = state[_POWER].reshape((-1,) + state[_POWER].shape[-3:])[:n].movedim(-2, -3)
+            work = state[_WORK].reshape((-1,) + state[_WORK].shape[-3:])[:n]
+        P = demix_power(W, Xp, n_src, out, work)  # (n, K, F, T)
+        return power_features(P, mask, silence, overwrite=True)
 
     def internal_source_dims(self, n_lead: int) -> dict[str, tuple[int, int]]:
         """The internal state's per-source entries as ``key: (source_dim, freq_dim)``: the rows
