@@ -35,8 +35,8 @@ from torchbss.separators.online import spatial
 #: separator when it starts with "sep.")
 PARTS = (
     ("window_features", "sep.window_features"),
-    ("cluster_permutation", "cluster_permutation"),
-    ("permute_state", "_permuted"),
+    ("cluster_permutation", "sep.window_permutation"),
+    ("permute_state", "sep.permute_internal"),
 )
 
 

@@ -287,10 +287,14 @@ def _cluster_reference(z: torch.Tensor, weight: torch.Tensor, max_rounds: int) -
 
 
 @pytest.mark.parametrize("n_src", [2, 3, 4])
-def test_cluster_permutation_matches_the_reference_rounds(speech_stft, n_src):
+@pytest.mark.parametrize("traced", [False, True])
+def test_cluster_permutation_matches_the_reference_rounds(speech_stft, n_src, traced, monkeypatch):
     """The rounds' centroid sums, updated from the bins that changed (or summed again when many
     changed), give the permutations of the plain algorithm, over several rounds, for a batch
-    of scrambled real separations."""
+    of scrambled real separations; so does the form written for torch.compile (every round,
+    scores as products summed over frames; run eagerly here)."""
+    if traced:
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
     from torchbss.updates.alignment import cluster_permutation, power_features
 
     g = torch.Generator().manual_seed(n_src)

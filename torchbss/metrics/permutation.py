@@ -48,7 +48,12 @@ def _exhaustive_assignment(cost: torch.Tensor) -> torch.Tensor:
     frequency-permutation alignment).
     """
     n_rows, n_cols = cost.shape[-2:]
-    perms = torch.tensor(_permutation_table(n_cols, n_rows), device=cost.device)  # (P, rows)
+    table = (  # dynamo would warn of the cache and trace through it
+        tuple(itertools.permutations(range(n_cols), n_rows))
+        if torch.compiler.is_compiling()
+        else _permutation_table(n_cols, n_rows)
+    )
+    perms = torch.tensor(table, device=cost.device)  # (P, rows)
     rows = torch.arange(n_rows, device=cost.device)
     select = torch.zeros(n_rows * n_cols, perms.shape[0], dtype=cost.dtype, device=cost.device)
     select[rows * n_cols + perms, torch.arange(perms.shape[0], device=cost.device)[:, None]] = 1
@@ -159,7 +164,12 @@ def solve_permutation(
     n_ref, n_est = cost.shape[-2:]
     if n_ref > n_est:
         raise ValueError(f"score must have n_ref <= n_est, got shape {tuple(score.shape)}")
-    if n_ref <= max_exhaustive and math.perm(n_est, n_ref) <= _MAX_PERMUTATIONS:
+    # the candidates' count n_est! / (n_est - n_ref)! as a product: math.perm takes no sizes
+    # traced with dynamic shapes (torch.compile)
+    if (
+        n_ref <= max_exhaustive
+        and math.prod(range(n_est - n_ref + 1, n_est + 1)) <= _MAX_PERMUTATIONS
+    ):
         return _exhaustive_assignment(cost)
     return linear_sum_assignment(cost)
 

@@ -171,44 +171,57 @@ def cluster_permutation(z: torch.Tensor, weight: torch.Tensor, max_rounds: int) 
     perm = torch.arange(n_src, device=z.device).expand(*lead, n_freq, n_src).clone()
     if n_src == 1:
         return perm
-    # each round: one GEMM, the scores z c^T of every bin's sources against the slots'
-    # centroids. The centroids' sums s_k = sum_f w_f z[perm[f, k], f] start as one
-    # matrix-vector product over the bins (perm is the identity); then they follow the bins
-    # that changed (few, after the first round), else they are summed again from all bins
-    zf = z.reshape(*lead, n_freq * n_src, n_frames)  # (..., F K, T)
+    # each round: the scores z c^T of every bin's sources against the slots' centroids. The
+    # centroids' sums s_k = sum_f w_f z[perm[f, k], f] start as one matrix-vector product over
+    # the bins (perm is the identity); then they follow the bins that changed (few, after the
+    # first round), else they are summed again from all bins. Under torch.compile every round
+    # runs (no data-dependent branch; a round after no change repeats its input's answer)
+    compiled = torch.compiler.is_compiling()
     flat = z.reshape(-1, n_freq, n_src, n_frames)  # (B, F, K, T)
     w = weight.reshape(-1, n_freq)  # (B, F)
     sums = (w[:, None, :] @ flat.flatten(-2)).reshape(-1, n_src, n_frames)  # (B, K, T)
     for round_ in range(max_rounds):
         centroid = sums / torch.linalg.vector_norm(sums, dim=-1, keepdim=True).clamp_min(tiny)
-        # (..., F K, T) @ (..., T, K) -> score[..., f, j, k]: source j of bin f against slot
-        # k's centroid; solve_permutation takes it as (..., f, slot k, source j)
-        score = zf @ centroid.reshape(*lead, n_src, n_frames).transpose(-1, -2)
+        # score[b, f, j, k]: source j of bin f against slot k's centroid; solve_permutation
+        # takes it as (..., f, slot k, source j)
+        if compiled:  # products summed over frames: one loop over z (a GEMM packs z first)
+            score = (flat[..., None, :] * centroid[:, None, None]).sum(-1)
+        else:  # (B, F K, T) @ (B, T, K)
+            score = flat.flatten(1, 2) @ centroid.transpose(-1, -2)
         new = solve_permutation(score.reshape(*lead, n_freq, n_src, n_src).transpose(-1, -2))
+        if compiled:
+            perm = new
+            if round_ < max_rounds - 1:
+                sums = _select_sum(_weighted_one_hot(perm.reshape(-1, n_freq, n_src), w), flat)
+            continue
         b, f = (new != perm).any(-1).reshape(-1, n_freq).nonzero(as_tuple=True)
         if b.numel() == 0:
             break
         old, perm = perm, new
         if round_ == max_rounds - 1:
             break
-        # the sums as (K slot, K src) selections of each bin's rows z_f: s = sum_f D_f z_f
-        select = _weighted_one_hot  # D_f = w_f one_hot(perm_f)
-        if b.numel() * 8 > w.numel():  # many changed: all bins, one GEMM
-            D = select(perm.reshape(-1, n_freq, n_src), w)  # (B, F, K, K)
-            sums = D.transpose(1, 2).reshape(-1, n_src, n_freq * n_src) @ flat.flatten(1, 2)
+        # D_f = w_f one_hot(perm_f): the sums are s = sum_f D_f z_f
+        if b.numel() * 8 > w.numel():  # many changed: all bins
+            sums = _select_sum(_weighted_one_hot(perm.reshape(-1, n_freq, n_src), w), flat)
         else:  # the changed bins' D_f(new) - D_f(old) applied to their rows, per bin
             pick = (b, f)
-            D = select(perm.reshape(-1, n_freq, n_src)[pick], w[pick])
-            D -= select(old.reshape(-1, n_freq, n_src)[pick], w[pick])  # (n, K, K)
+            D = _weighted_one_hot(perm.reshape(-1, n_freq, n_src)[pick], w[pick])
+            D -= _weighted_one_hot(old.reshape(-1, n_freq, n_src)[pick], w[pick])  # (n, K, K)
             sums.index_add_(0, b, D @ flat[pick])
     return perm
+
+
+def _select_sum(D: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """``sum_f D_f z_f`` ``(B, K, T)`` for ``D`` ``(B, F, K, K)`` and ``z`` ``(B, F, K, T)``:
+    one GEMM ``(B, K, F K) @ (B, F K, T)``."""
+    return D.transpose(1, 2).flatten(2) @ z.flatten(1, 2)
 
 
 def _weighted_one_hot(perm: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``(..., K slot, K src)``: ``weight`` where slot ``k`` takes source ``perm[..., k]``,
     else 0 (``perm`` ``(..., K)``, ``weight`` ``(...)``)."""
-    one_hot = torch.nn.functional.one_hot(perm, perm.shape[-1]).to(weight.dtype)
-    return one_hot * weight[..., None, None]
+    sources = torch.arange(perm.shape[-1], device=perm.device)
+    return (perm[..., None] == sources).to(weight.dtype) * weight[..., None, None]
 
 
 def _audible_frames(

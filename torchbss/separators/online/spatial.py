@@ -477,14 +477,24 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
                 z, weight = self.window_features(
                     state, flat_W[part], flat_recent[part], None if mask is None else mask[part]
                 )
-                perm[part] = cluster_permutation(z, weight, self.realign_rounds)  # (n, F, K)
+                perm[part] = self.window_permutation(z, weight)  # (n, F, K)
         perm = perm.reshape(lead + (n_freq, n_src))
         identity = torch.arange(n_src, device=perm.device).expand_as(perm)
         if due is not None:
             perm = torch.where(due[..., None, None], perm, identity)
         if torch.equal(perm, identity):  # nothing moves (the usual case once aligned)
             return state
-        return _permuted(state, perm, self.internal_source_dims(len(lead)))
+        return self.permute_internal(state, perm)
+
+    def permute_internal(self, state: State, perm: torch.Tensor) -> State:
+        """The internal ``state`` with its sources permuted per bin (``perm`` ``(..., F, K)``;
+        :meth:`internal_source_dims`)."""
+        dims = self.internal_source_dims(perm.ndim - 2)
+        if not self.compile:
+            return _permuted(state, perm, dims)
+        # compiled: the gathers along the frequency-last entries as one loop each (eager, an
+        # elementwise gather reads an index per element)
+        return {**state, **self.kernel(_permuted)({k: state[k] for k in dims}, perm, dims)}
 
     def window_features(
         self, state: State, W: torch.Tensor, Xp: torch.Tensor, mask: torch.Tensor | None
@@ -503,6 +513,12 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
             work = state[_WORK].reshape((-1,) + state[_WORK].shape[-3:])[:n]
         P = demix_power(W, Xp, n_src, out, work)  # (n, K, F, T)
         return power_features(P, mask, silence, overwrite=True)
+
+    def window_permutation(self, z: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """The permutation search of one piece of a realignment on the features of
+        :meth:`window_features` (:func:`~torchbss.updates.alignment.cluster_permutation`;
+        compiled, every round runs: the same permutations)."""
+        return self.kernel(cluster_permutation)(z, weight, self.realign_rounds)
 
     def internal_source_dims(self, n_lead: int) -> dict[str, tuple[int, int]]:
         """The internal state's per-source entries as ``key: (source_dim, freq_dim)``: the rows
