@@ -531,14 +531,13 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
     def frame_inputs(self, X: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         if not self.compile:
             return super().frame_inputs(X)
-        # (frames, ..., 2, M, F) as separate tensors: a view's storage offset would be part of
-        # the compiled kernels' guards (recompiling for the second frame)
-        return [x.clone() for x in to_planes(X, -4).movedim(-1, 0)]
+        # (frames, ..., 2, M, F): one transposing copy, each frame a view
+        return to_planes(X, -4).movedim(-1, 0).contiguous().unbind(0)
 
     def frame_outputs(self, out: torch.Tensor) -> torch.Tensor:
-        if not self.compile:
-            return out
-        return from_planes(out, -2)  # (..., K, F, 2, frames) -> (..., K, F, frames)
+        if self.compile:  # (frames, ..., K, F, 2) planes
+            out = torch.view_as_complex(out)
+        return super().frame_outputs(out)  # (..., K, F, frames)
 
     def make_result(self, out: torch.Tensor, state: State) -> SeparationResult:
         return SeparationResult(sources=out, state=state, demixing=state["W"])
