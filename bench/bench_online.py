@@ -98,6 +98,67 @@ def latency_rows(quick: bool) -> list[dict]:
     return rows
 
 
+def _feed(sep, X: torch.Tensor, state: dict, start: int, mode: str) -> None:
+    """Frames ``start:`` of ``X`` through ``sep`` from ``state``: one ``step`` per frame
+    (``step``), one ``OnlineStream.step`` per frame (``stream``) or one ``step`` (``block``)."""
+    if mode == "block":
+        sep.step(X[..., start:], state)
+    elif mode == "step":
+        for t in range(start, X.shape[-1]):
+            state = sep.step(X[..., t : t + 1], state).state
+    else:
+        stream = sep.open_stream(X, state)
+        for t in range(start, X.shape[-1]):
+            stream.step(X[..., t : t + 1])
+
+
+def streaming_rows(quick: bool) -> list[dict]:
+    """One stream fed frame by frame, as a real-time loop over the hops does: one ``step`` call
+    per frame (the public state in and out each time), one ``OnlineStream.step`` call per frame
+    (the state kept in the frame loop's layout), against the same frames in one ``step`` call
+    (``block``); interleaved, best of 3, defaults (with the running realignment), one
+    thread."""
+    rows = []
+    warmup = 4 if quick else WARMUP_FRAMES
+    n_timed = 20 if quick else TIMED_FRAMES
+    hop_s = HOP / FS
+    for mics, name, compile in itertools.product(
+        (2, 4), ("online_auxiva", "online_ilrma"), (False, True)
+    ):
+        g = torch.Generator().manual_seed(0)
+        shape = (1, mics, N_FFT // 2 + 1, warmup + n_timed)
+        X = torch.randn(shape, generator=g, dtype=torch.complex64)
+        sep = _make(name, mics, compile)
+        if compile:
+            torch._dynamo.reset()
+
+        best = {"step": float("inf"), "stream": float("inf"), "block": float("inf")}
+        with torch.no_grad():
+            state = sep.step(X[..., :warmup], sep.init_state(X)).state
+            sep.step(X[..., warmup : warmup + 1], state)  # the one-frame shape compiled
+            for _ in range(3):
+                for mode in best:
+                    start = time.perf_counter()
+                    _feed(sep, X, state, warmup, mode)
+                    best[mode] = min(best[mode], (time.perf_counter() - start) / n_timed)
+        for mode, seconds in best.items():
+            rows.append(
+                {
+                    "method": name,
+                    "compile": compile,
+                    "setup": f"{mics}x{mics}",
+                    "calls": {
+                        "step": "step per frame",
+                        "stream": "OnlineStream.step per frame",
+                        "block": f"one step, {n_timed} frames",
+                    }[mode],
+                    "ms_per_frame": 1e3 * seconds,
+                    "rtf": seconds / hop_s,
+                }
+            )
+    return rows
+
+
 def train_step_rows() -> list[dict]:
     """Forward + backward of one training-like step of online ILRMA 2x2.
 
@@ -213,6 +274,9 @@ def main() -> None:
     print("## Online separation: per-frame latency (1 thread, 1025 bins, hop 32 ms)\n")
     latency = latency_rows(args.quick)
     print_table(latency)
+    print("\n## Streaming: one step call per frame against one block (1 stream, 1 thread)\n")
+    streaming = streaming_rows(args.quick)
+    print_table(streaming)
     print("\n## One training-like step (online ILRMA 2x2, batch 4, 125 frames, 1 thread)\n")
     train = train_step_rows()
     print_table(train)
@@ -228,6 +292,7 @@ def main() -> None:
             "quick": args.quick,
             "stft": {"n_fft": N_FFT, "hop": HOP, "fs": FS},
             "latency": latency,
+            "streaming": streaming,
             "train_step": train,
             "quality": quality,
             "quality_summary": summary,

@@ -929,3 +929,50 @@ def test_compiled_state_permutation_is_the_eager_one():
     # and it is the permutation: slot k of bin f holds row perm[f, k] of W
     W = state["W"]  # (batch, F, M, M)
     assert torch.equal(want["W"], W.gather(-2, perm[..., None].expand_as(W)))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: OnlineAuxIVA(realign_every=3, realign_window=10),
+        lambda: OnlineILRMA(n_freq=N_FREQ, realign_every=4, realign_window=6),
+        lambda: OnlineISNMF(n_freq=N_FREQ, n_src=2),
+    ],
+)
+def test_stream_gives_the_outputs_and_state_of_step(make):
+    """An OnlineStream fed blocks of 1, 5 and 7 frames gives exactly the outputs and the final
+    state of one call; it goes on from a given state; a state read mid-stream is a snapshot
+    (the stream's own window buffer keeps changing) and continues exactly."""
+    sep = make()
+    X, _ = _mixture(batch=2, n_frames=31)
+    if isinstance(sep, OnlineISNMF):
+        X = X[:, 0]  # (batch, freq, frames)
+    whole = sep(X)
+    for block in (1, 5, 7):
+        stream = sep.open_stream(X)
+        Y = torch.cat([stream.step(X[..., s : s + block]) for s in range(0, 31, block)], -1)
+        assert torch.equal(Y, whole.sources), block
+        for key, value in whole.state.items():
+            assert torch.equal(stream.state[key], value), (block, key)
+    stream = sep.open_stream(X)
+    first = stream.step(X[..., :12])
+    snapshot = stream.state
+    kept = {k: v.clone() for k, v in snapshot.items()}
+    rest = stream.step(X[..., 12:])
+    assert torch.equal(torch.cat([first, rest], -1), whole.sources)
+    assert all(torch.equal(snapshot[k], kept[k]) for k in kept)  # not written by the stream
+    go_on = sep.open_stream(X, snapshot)
+    assert torch.equal(go_on.step(X[..., 12:]), rest)
+    assert go_on.step(X[..., :0]).shape == rest.shape[:-1] + (0,)
+
+
+def test_stream_refuses_another_layout():
+    sep = OnlineAuxIVA()
+    X, _ = _mixture(batch=2, n_frames=8)
+    stream = sep.open_stream(X)
+    with pytest.raises(ValueError, match="stream was opened for blocks of shape"):
+        stream.step(X[:1])
+    with pytest.raises(ValueError, match="stream was opened for blocks of shape"):
+        stream.step(X.to(torch.complex64))
+    with pytest.raises(ValueError, match="missing keys"):
+        sep.open_stream(X, {"W": torch.zeros(1)})

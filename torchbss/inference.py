@@ -156,7 +156,7 @@ class WaveformSeparator(nn.Module):
                 f"got {type(self.separator).__name__}; call the wrapper on the whole signal"
             )
         streaming = StreamingSTFT(self.stft)
-        analysis = synthesis = None
+        analysis = synthesis = stream = None
         total = 0
         sep = self.separator
         for block in blocks:
@@ -168,23 +168,22 @@ class WaveformSeparator(nn.Module):
             frames, analysis = streaming.analyze(block, analysis)
             if frames.shape[-1] == 0:
                 continue
-            if state is None:
-                state = sep.init_state(frames)
-            result = sep.step(frames, state)
-            state = result.state
+            if stream is None:  # the state stays in the frame loop's layout between blocks
+                stream = sep.open_stream(frames, state)
+            sources = stream.step(frames)
             if synthesis is None:
-                synthesis = streaming.init_synthesis(result.sources)
-            out, synthesis = streaming.synthesize(result.sources, synthesis)
+                synthesis = streaming.init_synthesis(sources)
+            out, synthesis = streaming.synthesize(sources, synthesis)
             yield out.to(block.dtype)
         if analysis is None or total == 0:
             raise ValueError("the stream is empty: no samples were given")
         frames = streaming.flush_analysis(analysis)
-        if state is None:
-            state = sep.init_state(frames)
-        result = sep.step(frames, state)
+        if stream is None:
+            stream = sep.open_stream(frames, state)
+        sources = stream.step(frames)
         if synthesis is None:
-            synthesis = streaming.init_synthesis(result.sources)
-        out, synthesis = streaming.synthesize(result.sources, synthesis, length=total)
+            synthesis = streaming.init_synthesis(sources)
+        out, synthesis = streaming.synthesize(sources, synthesis, length=total)
         tail = streaming.flush_synthesis(synthesis, total)
         yield torch.cat([out, tail], -1).to(frames.real.dtype)
 

@@ -53,6 +53,7 @@ from torchbss.separators.base import Callback, SeparationResult, Separator
 __all__ = [
     "State",
     "OnlineSeparator",
+    "OnlineStream",
     "state_to",
     "inverse_softplus",
     "logit",
@@ -247,7 +248,16 @@ class OnlineSeparator(Separator):
 
     def make_result(self, out: torch.Tensor, state: State) -> SeparationResult:
         """The result of a block from the (converted) frame outputs ``(..., frames)``."""
-        return SeparationResult(sources=out, state=state)
+        return SeparationResult(sources=self.block_sources(out), state=state)
+
+    def block_sources(self, out: torch.Tensor) -> torch.Tensor:
+        """The sources ``(..., sources, freq, frames)`` in the converted frame outputs
+        (default: they are the outputs)."""
+        return out
+
+    #: internal state entries the frame loop writes in place (after :meth:`begin_block` made
+    #: them its own): an :class:`OnlineStream` hands out copies of them
+    inplace_keys: tuple[str, ...] = ()
 
     def begin_block(self, state: State) -> State:
         """Called on the internal state before a block's frame loop (default: as is)."""
@@ -299,7 +309,7 @@ class OnlineSeparator(Separator):
                 "have the same batch shape, number of channels and number of frequency bins as "
                 "the state"
             )
-        expected = self.init_state(X.to("meta"))
+        expected = self.state_spec(X)
         missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
         if missing or extra:
             raise ValueError(
@@ -307,12 +317,12 @@ class OnlineSeparator(Separator):
                 f"({self.extra_repr()}): missing keys {missing}, unexpected keys {extra}; "
                 "pass the state of the same separator class and configuration"
             )
-        for key, ref in expected.items():
+        for key, (shape, dtype) in expected.items():
             value = state[key]
-            if value.shape != ref.shape:
+            if value.shape != shape:
                 raise ValueError(
                     f"state[{key!r}] has shape {tuple(value.shape)} but this "
-                    f"{type(self).__name__} ({self.extra_repr()}) expects {tuple(ref.shape)} for "
+                    f"{type(self).__name__} ({self.extra_repr()}) expects {shape} for "
                     f"a block of shape {tuple(X.shape)}: a block must have the same batch "
                     "shape, number of channels and number of frequency bins as the state, and "
                     "the state must come from the same configuration"
@@ -322,20 +332,46 @@ class OnlineSeparator(Separator):
                     f"state is on device {value.device} but the X block is on {X.device}; move "
                     "the state with torchbss.separators.online.state_to(state, device=X.device)"
                 )
-            if value.dtype != ref.dtype:
+            if value.dtype != dtype:
                 raise TypeError(
                     f"state[{key!r}] has dtype {value.dtype} but a block of dtype {X.dtype} needs "
-                    f"{ref.dtype}; convert the state with state_to(state, dtype=X.dtype) or the "
+                    f"{dtype}; convert the state with state_to(state, dtype=X.dtype) or the "
                     "block with X.to(...)"
                 )
-            if (value.is_floating_point() or value.is_complex()) and value.numel():
-                if not bool(finite_items(value)):  # no full-size temporary when all is well
-                    bad = ~torch.isfinite(value)
+        # all entries' NaN/inf tests with one host read; the culprit is looked for on failure
+        floats = [k for k, v in state.items() if (v.is_floating_point() or v.is_complex())]
+        floats = [k for k in floats if state[k].numel()]
+        if floats and not bool(torch.stack([finite_items(state[k]) for k in floats]).all()):
+            for key in floats:
+                bad = ~torch.isfinite(state[key])
+                if bool(bad.any()):
                     raise ValueError(
                         f"state[{key!r}] contains {int(bad.sum())} NaN/inf value(s): a corrupted "
                         "state would poison every later output; start again from init_state"
                     )
         return state
+
+    def state_spec(self, X: torch.Tensor) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        """The shape and dtype of every state entry for blocks like ``X``: ``init_state`` on
+        the meta device, cached per block layout, dtype and configuration (every module's plain
+        attributes and parameter shapes), so that a stream of one-frame ``step`` calls does not
+        pay for it each time (~1.5 ms on CPU)."""
+        plain = (bool, int, float, str, type(None))
+        config = tuple(
+            (name, key, value)
+            for name, module in self.named_modules()
+            for key, value in sorted(vars(module).items())
+            if isinstance(value, plain)
+        ) + tuple((name, tuple(p.shape), p.dtype) for name, p in self.named_parameters())
+        key = (tuple(X.shape[:-1]), X.dtype, config)
+        specs = self.__dict__.setdefault("_state_specs", {})
+        if key not in specs:
+            if len(specs) >= 16:  # a long-lived separator seeing many layouts
+                specs.clear()
+            specs[key] = {
+                k: (tuple(v.shape), v.dtype) for k, v in self.init_state(X.to("meta")).items()
+            }
+        return specs[key]
 
     # ----- frame loop ----------------------------------------------------------------------------
     def _safe_frame(self, x, state, params):
@@ -351,7 +387,7 @@ class OnlineSeparator(Separator):
         y = torch.where(valid_y, y, torch.zeros((), dtype=y.dtype, device=y.device))
         return y, _blend(valid, new, state)
 
-    def _frames(self, X, state, params, start):
+    def _frames(self, X, state, params, start, begin: bool = True):
         """Frame loop over a block ``X`` ``(..., frames)`` on the internal state.
 
         Non-finite input is checked once per block: without it (the usual case) the frames run
@@ -360,7 +396,8 @@ class OnlineSeparator(Separator):
         """
         n_frames = X.shape[-1]
         frames = self.frame_inputs(X)
-        state = self.begin_block(state)
+        if begin:  # (an OnlineStream began its state once)
+            state = self.begin_block(state)
         fast = bool(finite_items(X))
         count = None
         if fast:
@@ -444,6 +481,11 @@ class OnlineSeparator(Separator):
         out = outs[0] if len(outs) == 1 else torch.cat(outs)
         return self.make_result(self.frame_outputs(out), self.to_public(internal))
 
+    def open_stream(self, X: torch.Tensor, state: State | None = None) -> OnlineStream:
+        """A stream of blocks shaped like ``X`` (not consumed; e.g. the first block), from
+        ``state`` (``None``: ``init_state(X)``): see :class:`OnlineStream`."""
+        return OnlineStream(self, X, state)
+
     def forward(
         self,
         X: torch.Tensor,
@@ -472,6 +514,68 @@ class OnlineSeparator(Separator):
 
     def extra_repr(self) -> str:
         return ""
+
+
+class OnlineStream:
+    """Blocks through an online separator with its state kept between calls in the frame
+    loop's own layout: for real-time loops that feed a hop or a few at a time.
+
+    :meth:`OnlineSeparator.step` validates the public state, converts it to the frame loop's
+    layout and back, and copies the realignment's window at every call (~0.9 ms per call for a
+    4x4 stream on one CPU thread, more than a compiled frame); fed one frame per call that
+    triples a frame's time (``bench_online``, table ``streaming``). A stream does all that once:
+    it validates and converts the state when it opens, owns the converted state (updated in
+    place) and converts it back only when :attr:`state` is read. The outputs and the state are
+    exactly those of ``step`` on the same blocks.
+
+    Args:
+        separator: the online separator.
+        X: a block shaped like the stream's blocks ``(..., [mics,] freq, frames)`` (only its
+            layout is used: batch shape, channels, bins, dtype, device).
+        state: the state to go on from (``None``: ``separator.init_state(X)``).
+
+    Example:
+        >>> from torchbss.separators import OnlineAuxIVA
+        >>> sep = OnlineAuxIVA(n_src=2)
+        >>> X = torch.randn(2, 65, 40, dtype=torch.complex64)
+        >>> stream = sep.open_stream(X)
+        >>> Y = torch.cat([stream.step(X[..., t : t + 1]) for t in range(40)], -1)
+        >>> torch.equal(Y, sep(X).sources)
+        True
+    """
+
+    def __init__(self, separator: OnlineSeparator, X: torch.Tensor, state: State | None = None):
+        X = separator.prepare_block(X)
+        state = separator.init_state(X) if state is None else separator.check_state(X, state)
+        self.separator = separator
+        self._layout = (tuple(X.shape[:-1]), X.dtype, X.device)
+        self._internal = separator.begin_block(separator.to_internal(state))
+        self._start = 0  # frames run through this stream (for TBPTT's boundaries)
+
+    @property
+    def state(self) -> State:
+        """The public state after the frames so far (a copy: the stream goes on with its own)."""
+        out = self.separator.to_public(self._internal)
+        return {k: v.clone() if k in self.separator.inplace_keys else v for k, v in out.items()}
+
+    def step(self, X: torch.Tensor) -> torch.Tensor:
+        """Separate the next block ``X`` ``(..., [mics,] freq, frames)`` (the layout of the
+        stream, any number of frames) -> the sources ``(..., sources, freq, frames)``."""
+        sep = self.separator
+        X = sep.prepare_block(X)
+        layout = (tuple(X.shape[:-1]), X.dtype, X.device)
+        if layout != self._layout:
+            raise ValueError(
+                f"X block has shape {tuple(X.shape)}, dtype {X.dtype} on {X.device}, but this "
+                f"stream was opened for blocks of shape {self._layout[0] + ('frames',)}, dtype "
+                f"{self._layout[1]} on {self._layout[2]}; open another stream for another layout"
+            )
+        if X.shape[-1] == 0:
+            return sep.step(X, self.state).sources
+        params = sep.parameters_for(X.real.dtype)
+        Y, self._internal = sep._frames(X, self._internal, params, self._start, begin=False)
+        self._start += X.shape[-1]
+        return sep.block_sources(sep.frame_outputs(Y))
 
 
 def config_repr(**kwargs: Any) -> str:

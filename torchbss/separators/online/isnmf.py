@@ -185,8 +185,11 @@ class OnlineISNMF(OnlineSeparator):
         return out, new
 
     def make_result(self, out: torch.Tensor, state: State) -> SeparationResult:
-        sources, masks = out[..., 0, :, :, :], out[..., 1, :, :, :].real
-        return SeparationResult(sources=sources, state=state, masks=masks)
+        masks = out[..., 1, :, :, :].real
+        return SeparationResult(sources=self.block_sources(out), state=state, masks=masks)
+
+    def block_sources(self, out: torch.Tensor) -> torch.Tensor:
+        return out[..., 0, :, :, :]  # (the masks are out[..., 1, :, :, :])
 
     def extra_repr(self) -> str:
         return config_repr(n_freq=self.n_freq, n_src=self.n_src, n_basis=self.n_basis)

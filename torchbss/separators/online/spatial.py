@@ -386,6 +386,8 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
     #: per-source state entries ``(..., K, freq, ...)`` permuted with the rows of ``W``
     source_keys: tuple[str, ...] = ("V",)
 
+    inplace_keys = ("recent",)
+
     def begin_block(self, state: State) -> State:
         if "recent" in state:  # written in place below: never the caller's tensor
             recent = state["recent"]
@@ -540,7 +542,7 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
         return super().frame_outputs(out)  # (..., K, F, frames)
 
     def make_result(self, out: torch.Tensor, state: State) -> SeparationResult:
-        return SeparationResult(sources=out, state=state, demixing=state["W"])
+        return SeparationResult(sources=self.block_sources(out), state=state, demixing=state["W"])
 
     # ----- the per-frame pieces ------------------------------------------------------------------
     @staticmethod
