@@ -16,7 +16,11 @@ for complex tensors): each frame is one compiled call of the separator's ``*_fra
 function, the internal ``W``, ``A`` are ``(..., 2, M, M, F)`` and ``Vo``
 ``(..., 2, K, M (M - 1) / 2, F)`` (real and imaginary planes), a frame enters as
 ``(..., 2, M, F)`` and leaves as ``(..., K, F, 2)``. Block in, block out: the conversions run
-once per ``step`` call, not per frame.
+once per ``step`` call, not per frame (once per stream with
+:class:`~torchbss.separators.online.OnlineStream`). The running realignment is compiled too:
+the window's alignment features (:func:`window_features_planes`), the permutation search
+(:func:`~torchbss.updates.alignment.cluster_permutation`) and the state's permutation are one
+kernel each.
 """
 
 from __future__ import annotations
