@@ -53,7 +53,7 @@ SECTIONS: list[tuple[str, str, str, str]] = [
     (
         "bench_regression",
         "Nothing got slower: this checkout against the previous commit",
-        "python -m bench.bench_regression --base d7cc3b0 --repeat 9",
+        "python -m bench.bench_regression --base 626c054 --repeat 9",
         "Median time of the same workloads with the previous implementation (the last commit of "
         "stop 30) and this one, alternating in fresh single-thread processes.",
     ),
