@@ -55,7 +55,7 @@ SECTIONS: list[tuple[str, str, str, str]] = [
         "Nothing got slower: this checkout against the previous commit",
         "python -m bench.bench_regression --base 626c054 --repeat 9",
         "Median time of the same workloads with the previous implementation (the last commit of "
-        "stop 30) and this one, alternating in fresh single-thread processes.",
+        "stop 31) and this one, alternating in fresh single-thread processes.",
     ),
     (
         "bench_batch",
@@ -75,8 +75,9 @@ SECTIONS: list[tuple[str, str, str, str]] = [
         "Online separation: latency, real-time factor, quality",
         "python -m bench.bench_online",
         "Per-frame latency and real-time factor per stream (one thread, 1025 bins, hop 32 ms; "
-        "eager and compile=True), a "
-        "training-like step, and SI-SDR improvement whole-signal and second half.",
+        "eager and compile=True), one stream fed frame by frame (`streaming`: a `step` call "
+        "per frame, an `OnlineStream.step` call per frame, one block), a training-like step, "
+        "and SI-SDR improvement whole-signal and second half.",
     ),
     (
         "bench_online_profile",

@@ -13,10 +13,12 @@ per frame). See :mod:`torchbss.updates.base` for the notation and the update con
 """
 
 from torchbss.updates.alignment import (
+    cluster_permutation,
     frequency_permutation,
     permute_along,
     permute_demixing,
     permute_sources,
+    power_features,
     power_permutation,
 )
 from torchbss.updates.base import SpatialUpdate, UpdateCache, demix
@@ -59,6 +61,8 @@ __all__ = [
     "minimum_distortion",
     "frequency_permutation",
     "power_permutation",
+    "power_features",
+    "cluster_permutation",
     "permute_sources",
     "permute_demixing",
     "permute_along",
