@@ -976,3 +976,20 @@ def test_stream_refuses_another_layout():
         stream.step(X.to(torch.complex64))
     with pytest.raises(ValueError, match="missing keys"):
         sep.open_stream(X, {"W": torch.zeros(1)})
+
+
+@pytest.mark.slow
+def test_compiled_stream_with_a_skipped_frame_is_the_eager_call():
+    """A compiled stream fed one frame per call, with a NaN frame in one stream (its counter
+    falls behind: the per-stream path of the realignment), gives the eager whole-signal
+    outputs and state."""
+    X, _ = _mixture(batch=2, n_frames=20)
+    X[1, :, 3, 6] = float("nan")
+    kw = {"realign_every": 4, "realign_window": 6}
+    want = OnlineAuxIVA(**kw)(X)
+    stream = OnlineAuxIVA(compile=True, **kw).open_stream(X)
+    got = torch.cat([stream.step(X[..., t : t + 1]) for t in range(20)], -1)
+    torch.testing.assert_close(got, want.sources, rtol=1e-9, atol=1e-9)
+    assert float(got[1, :, :, 6].abs().max()) == 0.0
+    for key, value in want.state.items():
+        torch.testing.assert_close(stream.state[key], value, rtol=1e-9, atol=1e-9, msg=key)
