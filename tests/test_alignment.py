@@ -312,3 +312,40 @@ def test_cluster_permutation_matches_the_reference_rounds(speech_stft, n_src, tr
         got = cluster_permutation(z, weight, rounds)
         assert torch.equal(got, want), rounds
     assert not torch.equal(got[0], torch.arange(n_src).expand(80, n_src))  # bins did move
+
+
+def test_the_alignment_steps_refuse_bad_input():
+    from torchbss.updates.alignment import cluster_permutation, power_features
+
+    with pytest.raises(TypeError, match="real output powers"):
+        power_features(torch.randn(2, 33, 20, dtype=torch.complex64))
+    with pytest.raises(ValueError, match="silence"):
+        power_features(torch.rand(2, 33, 20), silence=2.0)
+    z, weight = power_features(torch.rand(2, 33, 20))
+    with pytest.raises(ValueError, match=r"weight must have shape \(33,\)"):
+        cluster_permutation(z, weight[:5], 2)
+    with pytest.raises(ValueError, match="max_rounds"):
+        cluster_permutation(z, weight, 0)
+
+
+def test_traced_permutation_table_is_itertools_order():
+    """The candidates' table built for torch.compile lists the permutations in itertools'
+    order (the first minimum must be the same candidate as in eager code)."""
+    from torchbss.metrics.permutation import _permutations
+
+    for n, k in ((1, 1), (2, 2), (3, 2), (4, 4), (5, 3)):
+        assert _permutations(list(range(n)), k) == list(itertools.permutations(range(n), k))
+
+
+@pytest.mark.slow
+def test_cluster_permutation_compiles_with_dynamic_sizes():
+    """Compiled with dynamic sizes (what a second configuration in one process gets), the
+    clustering runs for 2-4 sources and gives the eager permutations."""
+    from torchbss.updates.alignment import cluster_permutation
+
+    compiled = torch.compile(cluster_permutation, fullgraph=True, dynamic=True)
+    g = torch.Generator().manual_seed(0)
+    for n_src in (2, 3, 4):
+        z = torch.randn(2, 40, n_src, 16, generator=g)
+        weight = torch.rand(2, 40, generator=g)
+        assert torch.equal(compiled(z, weight, 3), cluster_permutation(z, weight, 3))

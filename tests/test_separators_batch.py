@@ -551,3 +551,15 @@ def test_align_every_is_calls_of_that_many_iterations(make):
 def test_align_every_rejects_negative():
     with pytest.raises(ValueError, match="align_every"):
         AuxIVA(n_iter=2, align_every=-1)
+
+
+def test_a_lazily_conjugated_input_is_resolved():
+    """X.conj() (a conjugate bit, no copy) separates like its resolved copy, batch and online;
+    the real views inside refused it with a traceback from deep inside."""
+    from torchbss.separators import OnlineAuxIVA, OnlineILRMA
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(2, 33, 24, dtype=torch.complex64, generator=g).conj()
+    assert X.is_conj()
+    for sep in (AuxIVA(n_iter=3), ILRMA(n_iter=3), OnlineAuxIVA(), OnlineILRMA(n_freq=33)):
+        assert torch.equal(sep(X).sources, sep(X.resolve_conj()).sources), type(sep).__name__

@@ -81,7 +81,8 @@ def check_real_float(x: torch.Tensor, name: str) -> torch.Tensor:
 
 
 def check_complex(x: torch.Tensor, name: str) -> torch.Tensor:
-    """Check that ``x`` is a complex tensor (an STFT), not a real one."""
+    """Check that ``x`` is a complex tensor (an STFT), not a real one; return it with a lazy
+    conjugate (e.g. ``X.conj()``) resolved, as the real-view arithmetic needs."""
     if not x.is_complex():
         raise TypeError(
             f"{name} must be a complex STFT tensor (complex64 or complex128), got {x.dtype}; "
@@ -92,7 +93,7 @@ def check_complex(x: torch.Tensor, name: str) -> torch.Tensor:
             f"{name} has dtype complex32, which is not supported (too few digits for the "
             f"covariance solves); convert it with {name}.to(torch.complex64)"
         )
-    return x
+    return x.resolve_conj()
 
 
 def check_finite(x: torch.Tensor, name: str) -> torch.Tensor:
@@ -127,6 +128,8 @@ def finite_items(x: torch.Tensor, item_ndim: int | None = None) -> torch.Tensor:
     """
     if x.numel() <= 1 << 16 and not x.is_contiguous():  # e.g. one frame of a block: a
         x = x.contiguous()  # reduction over a strided view is several times slower than a copy
+    if x.is_complex() and x.is_conj():  # (a lazy conjugate, e.g. X.conj(): the same finiteness;
+        x = x.conj()  # view_as_real refuses its conjugate bit)
     values = torch.view_as_real(x) if x.is_complex() else x
     n = values.ndim if item_ndim is None else item_ndim + (values.ndim - x.ndim)
     dims = tuple(range(-n, 0))

@@ -39,6 +39,17 @@ def _permutation_table(n_cols: int, n_rows: int) -> tuple[tuple[int, ...], ...]:
     return tuple(itertools.permutations(range(n_cols), n_rows))
 
 
+def _permutations(items: list[int], k: int) -> list[tuple[int, ...]]:
+    """``itertools.permutations(items, k)`` as a list, in the same order."""
+    if k == 0:
+        return [()]
+    return [
+        (x,) + rest
+        for i, x in enumerate(items)
+        for rest in _permutations(items[:i] + items[i + 1 :], k - 1)
+    ]
+
+
 def _exhaustive_assignment(cost: torch.Tensor) -> torch.Tensor:
     """Minimum-cost assignment of rows to distinct columns by trying every permutation.
 
@@ -48,10 +59,11 @@ def _exhaustive_assignment(cost: torch.Tensor) -> torch.Tensor:
     frequency-permutation alignment).
     """
     n_rows, n_cols = cost.shape[-2:]
-    table = (  # dynamo would warn of the cache and trace through it
-        tuple(itertools.permutations(range(n_cols), n_rows))
-        if torch.compiler.is_compiling()
-        else _permutation_table(n_cols, n_rows)
+    # traced (torch.compile), a plain recursion: dynamo cannot trace itertools.permutations
+    # with sizes that have become dynamic, and would warn of the cache
+    traced = torch.compiler.is_compiling()
+    table = (
+        _permutations(list(range(n_cols)), n_rows) if traced else _permutation_table(n_cols, n_rows)
     )
     perms = torch.tensor(table, device=cost.device)  # (P, rows)
     rows = torch.arange(n_rows, device=cost.device)

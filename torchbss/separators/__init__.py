@@ -10,6 +10,7 @@ from torchbss.separators.online import (
     OnlineILRMA,
     OnlineISNMF,
     OnlineSeparator,
+    OnlineStream,
     state_to,
 )
 
@@ -20,6 +21,7 @@ __all__ = [
     "IterativeSeparator",
     "IterativeState",
     "OnlineSeparator",
+    "OnlineStream",
     "AuxIVA",
     "ILRMA",
     "OnlineAuxIVA",

@@ -231,7 +231,7 @@ class IterativeSeparator(Separator):
     def _check_input(self, X: object, frame_mask: torch.Tensor | None) -> int:
         """Validate the mixture; return the number of sources."""
         check_tensor(X, "X", min_ndim=3, layout=LAYOUT)
-        check_complex(X, "X")
+        X = check_complex(X, "X")  # (a lazy conjugate resolved)
         n_mics, _, n_frames = X.shape[-3:]
         if n_mics < 2:
             raise ValueError(
@@ -283,8 +283,9 @@ class IterativeSeparator(Separator):
         n_src = self._check_input(X, frame_mask)
         n_mics = X.shape[-3]
         # frames contiguous (torch.stft returns frequency-contiguous strides): every reduction
-        # over frames below reads memory in order
-        X = X.contiguous()
+        # over frames below reads memory in order (and a lazy conjugate, X.conj(), resolved:
+        # the real views below refuse it)
+        X = X.resolve_conj().contiguous()
         pca = n_src < n_mics and (self.update.square_only or self.overdetermined == "pca")
         Q = principal_basis(X, frame_mask) if pca else None
         Xr = demix(Q, X, n_src) if pca else X

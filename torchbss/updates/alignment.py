@@ -99,11 +99,7 @@ def power_permutation(
     Returns:
         ``perm`` ``(..., freq, sources)`` int64 (see :func:`frequency_permutation`).
     """
-    check_tensor(P, "P", min_ndim=3, layout="(..., sources, freq, frames)")
-    if not P.is_floating_point():
-        raise TypeError(f"P must be real output powers |y|^2, got dtype {P.dtype}")
     check_positive_int(max_rounds, "max_rounds")
-    check_range(silence, "silence", 0.0, 1.0)
     z, weight = power_features(P, frame_mask, silence, overwrite)
     return cluster_permutation(z, weight, max_rounds)
 
@@ -118,13 +114,18 @@ def power_features(
 
     Args:
         P: ``(..., sources, freq, frames)`` real, non-negative; ``frame_mask``, ``silence``,
-            ``overwrite``: as for :func:`power_permutation` (unchecked here).
+            ``overwrite``: as for :func:`power_permutation`.
 
     Returns:
         ``z`` ``(..., freq, sources, frames)`` contiguous: each bin's power ratios, centred and
         of unit norm over the counted frames (0 on the others), and ``weight`` ``(..., freq)``
         the bin weights ``w_f``.
     """
+    if not torch.compiler.is_compiling():  # (traced: the caller checked)
+        check_tensor(P, "P", min_ndim=3, layout="(..., sources, freq, frames)")
+        if not P.is_floating_point():
+            raise TypeError(f"P must be real output powers |y|^2, got dtype {P.dtype}")
+        check_range(silence, "silence", 0.0, 1.0)
     n_src, n_freq = P.shape[-3], P.shape[-2]
     real = P.dtype
     tiny = torch.finfo(real).tiny
@@ -166,6 +167,14 @@ def cluster_permutation(z: torch.Tensor, weight: torch.Tensor, max_rounds: int) 
     Returns:
         ``perm`` ``(..., freq, sources)`` int64, from the identity.
     """
+    if not torch.compiler.is_compiling():  # (traced: the caller checked)
+        check_tensor(z, "z", min_ndim=3, layout="(..., freq, sources, frames)")
+        if weight.shape != z.shape[:-2]:
+            raise ValueError(
+                f"weight must have shape {tuple(z.shape[:-2])} (..., freq) for z of shape "
+                f"{tuple(z.shape)}, got {tuple(weight.shape)}"
+            )
+        check_positive_int(max_rounds, "max_rounds")
     *lead, n_freq, n_src, n_frames = z.shape
     tiny = torch.finfo(z.dtype).tiny
     perm = torch.arange(n_src, device=z.device).expand(*lead, n_freq, n_src).clone()

@@ -526,7 +526,8 @@ class OnlineStream:
     triples a frame's time (``bench_online``, table ``streaming``). A stream does all that once:
     it validates and converts the state when it opens, owns the converted state (updated in
     place) and converts it back only when :attr:`state` is read. The outputs and the state are
-    exactly those of ``step`` on the same blocks.
+    exactly those of ``step`` on the same blocks. Gradients pass as in ``step``, without its
+    gradient checkpointing (train with ``step`` or ``forward``).
 
     Args:
         separator: the online separator.
