@@ -11,7 +11,6 @@ batched pure-torch Hungarian algorithm (:func:`linear_sum_assignment`) beyond;
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable
 from functools import lru_cache
@@ -36,11 +35,12 @@ _MAX_PERMUTATIONS = 40320
 
 @lru_cache(maxsize=32)
 def _permutation_table(n_cols: int, n_rows: int) -> tuple[tuple[int, ...], ...]:
-    return tuple(itertools.permutations(range(n_cols), n_rows))
+    return tuple(_permutations(list(range(n_cols)), n_rows))
 
 
 def _permutations(items: list[int], k: int) -> list[tuple[int, ...]]:
-    """``itertools.permutations(items, k)`` as a list, in the same order."""
+    """``itertools.permutations(items, k)`` as a list, in the same order; a plain recursion
+    that dynamo also traces once the sizes have become dynamic (itertools it cannot)."""
     if k == 0:
         return [()]
     return [
@@ -59,12 +59,11 @@ def _exhaustive_assignment(cost: torch.Tensor) -> torch.Tensor:
     frequency-permutation alignment).
     """
     n_rows, n_cols = cost.shape[-2:]
-    # traced (torch.compile), a plain recursion: dynamo cannot trace itertools.permutations
-    # with sizes that have become dynamic, and would warn of the cache
-    traced = torch.compiler.is_compiling()
-    table = (
-        _permutations(list(range(n_cols)), n_rows) if traced else _permutation_table(n_cols, n_rows)
+    # traced (torch.compile) without the cache, which dynamo would warn of
+    table_of = (
+        _permutation_table.__wrapped__ if torch.compiler.is_compiling() else _permutation_table
     )
+    table = table_of(n_cols, n_rows)
     perms = torch.tensor(table, device=cost.device)  # (P, rows)
     rows = torch.arange(n_rows, device=cost.device)
     select = torch.zeros(n_rows * n_cols, perms.shape[0], dtype=cost.dtype, device=cost.device)

@@ -267,7 +267,7 @@ class IterativeSeparator(Separator):
             )
         # one vectorised pass over the real view: NaN / inf propagate into the sum; only a
         # non-finite sum (also reached by huge finite values) needs the exact, counting check
-        if X.numel() and not bool(torch.isfinite(torch.view_as_real(X).sum())):
+        if not bool(torch.isfinite(torch.view_as_real(X).sum())):  # (X is not empty: above)
             check_finite(X, "X")
         if frame_mask is not None:
             check_tensor(frame_mask, "frame_mask", min_ndim=1, layout="(..., frames)")

@@ -255,13 +255,16 @@ class OnlineSeparator(Separator):
         (default: they are the outputs)."""
         return out
 
-    #: internal state entries the frame loop writes in place (after :meth:`begin_block` made
-    #: them its own): an :class:`OnlineStream` hands out copies of them
+    #: internal state entries the frame loop writes in place: :meth:`begin_block` makes them
+    #: the block's own (never the caller's tensors) and an :class:`OnlineStream` hands out
+    #: copies of them
     inplace_keys: tuple[str, ...] = ()
 
     def begin_block(self, state: State) -> State:
-        """Called on the internal state before a block's frame loop (default: as is)."""
-        return state
+        """Called on the internal state before a block's frame loop: copies of the
+        :attr:`inplace_keys` entries it holds."""
+        own = {k: state[k].clone() for k in self.inplace_keys if k in state}
+        return {**state, **own} if own else state
 
     def after_frame(
         self, X: torch.Tensor, t: int, before: torch.Tensor, state: State, count: int | None
@@ -339,8 +342,9 @@ class OnlineSeparator(Separator):
                     "block with X.to(...)"
                 )
         # all entries' NaN/inf tests with one host read; the culprit is looked for on failure
-        floats = [k for k, v in state.items() if (v.is_floating_point() or v.is_complex())]
-        floats = [k for k in floats if state[k].numel()]
+        floats = [
+            k for k, v in state.items() if (v.is_floating_point() or v.is_complex()) and v.numel()
+        ]
         if floats and not bool(torch.stack([finite_items(state[k]) for k in floats]).all()):
             for key in floats:
                 bad = ~torch.isfinite(state[key])

@@ -393,11 +393,9 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
     inplace_keys = ("recent",)
 
     def begin_block(self, state: State) -> State:
-        if "recent" in state:  # written in place below: never the caller's tensor
+        state = super().begin_block(state)  # the window buffer: the block's own copy
+        if "recent" in state and not self.compile:  # (the compiled features need no buffers)
             recent = state["recent"]
-            state = {**state, "recent": recent.clone()}
-            if self.compile:  # the compiled features need no buffers
-                return state
             # scratch of the realignments of this block (internal only, dropped by to_public):
             # the output powers (..., F, K, window) and the block demixing's (..., F, 2 K,
             # window), allocated once per block (fresh large tensors per realignment cost page
