@@ -349,3 +349,25 @@ def test_cluster_permutation_compiles_with_dynamic_sizes():
         z = torch.randn(2, 40, n_src, 16, generator=g)
         weight = torch.rand(2, 40, generator=g)
         assert torch.equal(compiled(z, weight, 3), cluster_permutation(z, weight, 3))
+
+
+def test_permute_sources_rejects_a_permutation_of_another_shape():
+    """A perm whose bins, batch or dtype do not fit the values raises instead of gathering
+    other bins' entries (it did, silently, on the fast path)."""
+    from torchbss.updates import permute_sources
+
+    Y = torch.arange(2 * 33 * 40.0).reshape(1, 2, 33, 40)
+    for perm in (
+        torch.arange(2).repeat(1, 10, 1),  # 10 bins for 33
+        torch.arange(2).repeat(2, 33, 1),  # batch 2 for 1
+        torch.arange(3).repeat(1, 33, 1),  # 3 sources for 2
+        torch.arange(2, dtype=torch.int32).repeat(1, 33, 1),
+    ):
+        with pytest.raises(ValueError, match=r"perm must be int64 of shape \(\.\.\., freq"):
+            permute_sources(Y, perm)
+    swap = torch.tensor([1, 0]).repeat(1, 33, 1)
+    assert torch.equal(permute_sources(Y, swap), Y.flip(1))
+    # one perm without the batch dim applies to every item
+    assert torch.equal(
+        permute_sources(Y.expand(3, -1, -1, -1), swap[0]), Y.flip(1).expand(3, -1, -1, -1)
+    )

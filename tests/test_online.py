@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import warnings
 
 import pytest
 import torch
@@ -993,3 +994,34 @@ def test_compiled_stream_with_a_skipped_frame_is_the_eager_call():
     assert float(got[1, :, :, 6].abs().max()) == 0.0
     for key, value in want.state.items():
         torch.testing.assert_close(stream.state[key], value, rtol=1e-9, atol=1e-9, msg=key)
+
+
+def test_online_load_floor_and_divergence_warning():
+    """A relative loading below the dtype's resolution is floored (documented), so the first,
+    rank-1 covariances stay invertible; an input whose power overflows complex64 warns
+    (non-finite outputs) instead of returning NaN silently; an empty batch separates."""
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(1, 2, 33, 40, dtype=torch.complex64, generator=g)
+    for load in (1e-8, 1e-30):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert bool(OnlineAuxIVA(load=load)(X).sources.isfinite().all())
+    floored = OnlineAuxIVA(load=1e-30).parameters_for(torch.float32)["load"]
+    assert float(floored) == pytest.approx(16 * torch.finfo(torch.float32).eps)
+    # the floor does not touch a usual loading
+    assert float(OnlineAuxIVA(load=1e-3).parameters_for(torch.float32)["load"]) == pytest.approx(
+        1e-3
+    )
+    for sep in (OnlineAuxIVA(), OnlineILRMA(n_freq=33)):
+        with pytest.warns(RuntimeWarning, match="diverged: non-finite outputs"):
+            sep(X * 1e19)
+        stream = sep.open_stream(X)
+        with pytest.warns(RuntimeWarning, match="diverged"):
+            stream.step(X[..., :3] * 1e19)
+    with warnings.catch_warnings():  # skipped NaN frames output zeros: no warning
+        warnings.simplefilter("error")
+        Xn = X.clone()
+        Xn[..., 5] = float("nan")
+        assert bool(OnlineAuxIVA()(Xn).sources.isfinite().all())
+    for sep in (OnlineAuxIVA(), OnlineILRMA(n_freq=33)):
+        assert sep(X[:0]).sources.shape == (0, 2, 33, 40)

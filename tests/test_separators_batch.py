@@ -563,3 +563,29 @@ def test_a_lazily_conjugated_input_is_resolved():
     assert X.is_conj()
     for sep in (AuxIVA(n_iter=3), ILRMA(n_iter=3), OnlineAuxIVA(), OnlineILRMA(n_freq=33)):
         assert torch.equal(sep(X).sources, sep(X.resolve_conj()).sources), type(sep).__name__
+
+
+def test_frame_mask_values_and_valid_frames_are_checked():
+    """frame_mask is a {0, 1} mask (NaN, -1 or complex values were used as weights: NaN
+    sources or a cost that went up) with at least as many valid frames as mics per mixture
+    (ILRMA went NaN on an all-masked item)."""
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(2, 2, 33, 40, dtype=torch.complex64, generator=g)
+    for sep in (AuxIVA(n_iter=2), ILRMA(n_iter=2)):
+        for mask in (
+            torch.full((2, 40), float("nan")),
+            -torch.ones(2, 40),
+            0.5 * torch.ones(2, 40),
+        ):
+            with pytest.raises(ValueError, match="must hold only 0 and 1"):
+                sep(X, frame_mask=mask)
+        with pytest.raises(TypeError, match="bool or real"):
+            sep(X, frame_mask=torch.ones(2, 40, dtype=torch.complex64))
+        few = torch.ones(2, 40)
+        few[1, 1:] = 0
+        with pytest.raises(ValueError, match=r"fewer valid frames than mics \(2\).*index \[1\]"):
+            sep(X, frame_mask=few)
+        ok = torch.ones(2, 40, dtype=torch.int64)
+        ok[0, 30:] = 0
+        ref = sep(X, frame_mask=ok.bool()).sources
+        torch.testing.assert_close(sep(X, frame_mask=ok).sources, ref)

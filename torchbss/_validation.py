@@ -126,6 +126,9 @@ def finite_items(x: torch.Tensor, item_ndim: int | None = None) -> torch.Tensor:
     Returns:
         bool tensor of the leading ``x.ndim - item_ndim`` dims (0-dim for ``None``).
     """
+    if x.numel() == 0:  # (an empty item is finite; max and min have nothing to reduce)
+        lead = () if item_ndim is None else x.shape[: x.ndim - item_ndim]
+        return torch.ones(lead, dtype=torch.bool, device=x.device)
     if x.numel() <= 1 << 16 and not x.is_contiguous():  # e.g. one frame of a block: a
         x = x.contiguous()  # reduction over a strided view is several times slower than a copy
     if x.is_complex() and x.is_conj():  # (a lazy conjugate, e.g. X.conj(): the same finiteness;
@@ -134,6 +137,26 @@ def finite_items(x: torch.Tensor, item_ndim: int | None = None) -> torch.Tensor:
     n = values.ndim if item_ndim is None else item_ndim + (values.ndim - x.ndim)
     dims = tuple(range(-n, 0))
     return torch.isfinite(torch.stack([values.amax(dims), values.amin(dims)])).all(0)
+
+
+def check_mask(mask: object, name: str, shape: tuple[int, ...], layout: str) -> torch.Tensor:
+    """Check a ``{0, 1}`` mask: a bool or real (integer or floating) tensor of exactly
+    ``shape``, every value 0 or 1 (NaN is neither).
+
+    Returns:
+        ``mask`` unchanged.
+    """
+    check_tensor(mask, name, min_ndim=1, layout=layout)
+    if tuple(mask.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)} {layout}, got {_describe(mask)}")
+    if mask.is_complex():
+        raise TypeError(f"{name} must be a bool or real tensor {layout}, got {mask.dtype}")
+    if mask.dtype != torch.bool and not bool(((mask == 0) | (mask == 1)).all()):
+        raise ValueError(
+            f"{name} must hold only 0 and 1 (valid frames 1) {layout}; got values such as "
+            f"{mask[(mask != 0) & (mask != 1)].flatten()[:3].tolist()}"
+        )
+    return mask
 
 
 def check_freq_bins(X: torch.Tensor, layout: str) -> None:

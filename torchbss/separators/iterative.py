@@ -70,6 +70,7 @@ from torchbss._validation import (
     check_complex,
     check_finite,
     check_freq_bins,
+    check_mask,
     check_positive_int,
     check_range,
     check_tensor,
@@ -270,12 +271,18 @@ class IterativeSeparator(Separator):
         if not bool(torch.isfinite(torch.view_as_real(X).sum())):  # (X is not empty: above)
             check_finite(X, "X")
         if frame_mask is not None:
-            check_tensor(frame_mask, "frame_mask", min_ndim=1, layout="(..., frames)")
-            if frame_mask.shape != X.shape[:-3] + (n_frames,):
+            layout = f"(batch..., frames) for X of shape {tuple(X.shape)}"
+            check_mask(frame_mask, "frame_mask", X.shape[:-3] + (n_frames,), layout)
+            valid = (frame_mask != 0).sum(-1)
+            if bool((valid < n_mics).any()):
+                few = [
+                    i[0] if len(i) == 1 else tuple(i)
+                    for i in (valid < n_mics).nonzero()[:4].tolist()
+                ]
                 raise ValueError(
-                    f"frame_mask must have shape {tuple(X.shape[:-3]) + (n_frames,)} "
-                    f"(batch..., frames) for X of shape {tuple(X.shape)}, got "
-                    f"{tuple(frame_mask.shape)}"
+                    f"frame_mask leaves fewer valid frames than mics ({n_mics}) in mixture(s) at "
+                    f"batch index {few}{' ...' if len(few) == 4 else ''}: there is no "
+                    f"full-rank covariance to separate; drop those mixtures from the batch"
                 )
         return n_src
 
@@ -720,8 +727,9 @@ class IterativeSeparator(Separator):
             X: ``(..., mics, freq, frames)`` complex mixture STFT (complex64 or complex128).
             state: optional :class:`IterativeState` to continue from (e.g. a previous result's
                 ``.state``, or ``init_state(X, demixing=W0)`` for a given initial demixing).
-            frame_mask: optional ``(..., frames)`` {0, 1} mask of valid frames (variable-length
-                batches; padded frames should be zero in ``X``).
+            frame_mask: optional ``(..., frames)`` {0, 1} mask of valid frames, at least as many
+                as mics in every mixture (variable-length batches; padded frames should be
+                zero in ``X``).
             callback: ``callback(i, result)`` after every iteration ``i``.
 
         Returns:
@@ -731,7 +739,8 @@ class IterativeSeparator(Separator):
 
         Warns:
             RuntimeWarning: the iterations diverged (non-finite sources from finite input, e.g.
-                an unloaded ``IP1(load=0)`` in complex64); the result is returned as computed.
+                an unloaded ``IP1(load=0)`` in complex64, or an input whose power overflows the
+                dtype); the result is returned as computed.
         """
         return self._checked(self._run(X, state, frame_mask, callback, self.n_iter))
 
@@ -752,8 +761,9 @@ class IterativeSeparator(Separator):
             warnings.warn(
                 f"{type(self).__name__} diverged: non-finite sources from finite input in "
                 f"{n_bad} of {n} mixture(s) ({Y.dtype}, update {self.update!r}); the iterations "
-                "lost precision, typically with an unloaded update (IP1(load=0)) in complex64: "
-                "use the default loading, complex128 input or fewer iterations",
+                "lost precision, typically with an unloaded update (IP1(load=0)) in complex64 "
+                "or an input so loud that its power overflows the dtype: use the default "
+                "loading, scale the input, use complex128 input or fewer iterations",
                 RuntimeWarning,
                 stacklevel=3,
             )

@@ -272,6 +272,19 @@ def permute_along(
             f"the {n_lead} leading dims of perm, for value of shape {tuple(value.shape)}"
         )
     n_src = perm.shape[-1]
+    lead = tuple(perm.shape[:n_lead])
+    if (
+        tuple(value.shape[:n_lead]) != lead
+        or value.shape[f] != perm.shape[-2]
+        or value.shape[s] < n_src
+        or perm.dtype != torch.int64
+    ):
+        raise ValueError(
+            f"perm must be int64 of shape (..., freq, sources) = {lead + (value.shape[f], n_src)}"
+            f" (at most {value.shape[s]} sources) for value of shape {tuple(value.shape)} "
+            f"(source_dim={source_dim}, freq_dim={freq_dim}), got {perm.dtype} "
+            f"{tuple(perm.shape)}"
+        )
     inner = math.prod(value.shape[max(s, f) + 1 :])
     if abs(s - f) == 1 and inner >= 8:
         return _permute_rows(value, perm, s, f)

@@ -33,6 +33,7 @@ Conventions shared by the online separators:
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -447,6 +448,11 @@ class OnlineSeparator(Separator):
         Returns:
             :class:`~torchbss.separators.SeparationResult` of the block (``sources``
             ``(..., sources, freq, frames)``) with the new ``state``.
+
+        Warns:
+            RuntimeWarning: the recursion diverged (non-finite outputs; a skipped input frame
+                outputs zeros), e.g. a loading too small for the dtype or an input whose power
+                overflows it; the result is returned as computed.
         """
         if frame_mask is not None:
             raise ValueError(
@@ -483,7 +489,22 @@ class OnlineSeparator(Separator):
                 Yb, internal = self._frames(Xb, internal, params, s)
             outs.append(Yb)
         out = outs[0] if len(outs) == 1 else torch.cat(outs)
+        self.warn_diverged(out)
         return self.make_result(self.frame_outputs(out), self.to_public(internal))
+
+    def warn_diverged(self, out: torch.Tensor) -> None:
+        """Warn when a block's outputs (frames first) are not finite: a skipped (non-finite)
+        input frame outputs zeros, so a NaN or inf output means the recursion lost precision."""
+        if not bool(finite_items(out.detach()).all()):
+            warnings.warn(
+                f"{type(self).__name__} diverged: non-finite outputs ({out.dtype}); the "
+                "recursion lost precision, typically with a loading too small for the dtype or "
+                "an input so loud that its power overflows the dtype: use the default load, "
+                "scale the input or use complex128; the outputs are returned as computed and "
+                "the state stays non-finite",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     def open_stream(self, X: torch.Tensor, state: State | None = None) -> OnlineStream:
         """A stream of blocks shaped like ``X`` (not consumed; e.g. the first block), from
@@ -580,6 +601,7 @@ class OnlineStream:
         params = sep.parameters_for(X.real.dtype)
         Y, self._internal = sep._frames(X, self._internal, params, self._start, begin=False)
         self._start += X.shape[-1]
+        sep.warn_diverged(Y)
         return sep.block_sources(sep.frame_outputs(Y))
 
 

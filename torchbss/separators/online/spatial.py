@@ -264,7 +264,9 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
         n_src: number of sources (``None``: number of mics, fixed at ``init_state``).
         ref_mic: reference microphone of the output scale (minimal distortion principle).
         load: relative diagonal loading of the covariances (``> 0``; see
-            :func:`~torchbss.updates.diagonal_loading`).
+            :func:`~torchbss.updates.diagonal_loading`). Floored at 16x the resolution of the
+            input's real dtype (``16 torch.finfo(dtype).eps``: 1.9e-6 for complex64): below it
+            the loading cannot keep the early, rank-deficient covariances invertible.
         compile: run each frame (demixing, source model, covariance recursion, IP1 step with
             its loaded inverses, NMF steps, output scale) as one ``torch.compile`` kernel in
             real arithmetic (:mod:`torchbss.updates.fused`): the same result to rounding,
@@ -313,7 +315,10 @@ class OnlineSpatialSeparator(CompiledKernels, OnlineSeparator):
 
     def parameters_for(self, rdtype):
         params = super().parameters_for(rdtype)
-        params["load"] = nn.functional.softplus(self.load_raw.to(rdtype))
+        # floored at the dtype's resolution: a smaller relative loading leaves the rank-1
+        # covariances of the first frames singular (silent NaN from the first frame)
+        load = nn.functional.softplus(self.load_raw.to(rdtype))
+        params["load"] = load.clamp_min(16 * torch.finfo(rdtype).eps)
         return params
 
     def resolve_n_src(self, n_mics: int) -> int:
