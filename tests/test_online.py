@@ -1025,3 +1025,13 @@ def test_online_load_floor_and_divergence_warning():
         assert bool(OnlineAuxIVA()(Xn).sources.isfinite().all())
     for sep in (OnlineAuxIVA(), OnlineILRMA(n_freq=33)):
         assert sep(X[:0]).sources.shape == (0, 2, 33, 40)
+
+
+def test_online_state_with_a_negative_frame_counter_is_refused():
+    """A negative frame counter passed the state check and gave NaN (a step size of 1/0)."""
+    X = torch.randn(1, 2, 33, 10, dtype=torch.complex64)
+    sep = OnlineAuxIVA()
+    state = sep.init_state(X)
+    state["frame"] = torch.tensor([-1])
+    with pytest.raises(ValueError, match=r"state\['frame'\] holds negative values"):
+        sep.step(X, state)

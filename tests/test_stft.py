@@ -149,3 +149,11 @@ def test_compile_consistency() -> None:
     x = _audio(2, 500)
     compiled = torch.compile(lambda t: tf.inverse(tf(t), length=500))
     torch.testing.assert_close(compiled(x), x, atol=1e-6, rtol=0)
+
+
+def test_stft_rejects_a_non_finite_window():
+    """A NaN in the window passed the NOLA check (NaN compares False) and every bin was NaN."""
+    w = torch.hann_window(512)
+    w[3] = float("nan")
+    with pytest.raises(ValueError, match="window contains 1 NaN/inf"):
+        stft(torch.randn(1, 2, 4000), 512, 128, window=w)

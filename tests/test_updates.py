@@ -273,3 +273,40 @@ def test_background_update_survives_a_singular_bin():
     torch.testing.assert_close(U[2, :, K:], -torch.eye(M - K, dtype=U.dtype))
     out.abs().sum().backward()
     assert bool(torch.isfinite(W.grad.abs()).all())
+
+
+def test_public_updates_check_their_arguments():
+    """Found by an audit: these were silently reinterpreted (a negative loading taken as 0, a
+    duplicate or missing row, one bin's demixing broadcast to all) or failed deep inside."""
+    from torchbss.updates import diagonal_loading, ip1_update, ip2_update, minimum_distortion
+
+    X, W, w = _data()
+    V = weighted_covariance(X, w)
+    for load in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="load must be a finite float >= 0"):
+            diagonal_loading(V[0], load)
+        with pytest.raises(ValueError, match="load must be a finite float >= 0"):
+            ip1_update(W, V, load=load)
+    with pytest.raises(ValueError, match="load must be a float >= 0"):
+        minimum_distortion(demix(W, X), W, load=-1.0)
+    for rows in ([0], [0, 0, 1], [0, 1, 3]):
+        with pytest.raises(ValueError, match="distinct row indices"):
+            ip1_update(W, V, rows)
+    for k, l in ((0, 0), (0, 3), (-1, 1)):
+        with pytest.raises(ValueError, match="two different rows"):
+            ip2_update(W, V[0], V[1], k, l)
+    with pytest.raises(ValueError, match="n_src must be an int in"):
+        demix(W, X, 0)
+    with pytest.raises(ValueError, match="match X"):
+        demix(W[..., :1, :, :], X)
+    Y = demix(W, X)
+    for bad in (dict(ref_mic=3), dict(ref_mic=-1)):
+        with pytest.raises(ValueError, match="ref_mic must be"):
+            projection_back(Y, X, **bad)
+        with pytest.raises(ValueError, match="ref_mic must be"):
+            minimum_distortion(Y, W, **bad)
+    with pytest.raises(ValueError, match="share their batch, freq and frames"):
+        projection_back(Y, X[..., :1])
+    # the usual calls are unchanged
+    torch.testing.assert_close(diagonal_loading(V[0], 0.0), V[0])
+    assert bool(projection_back(Y, X, 2).isfinite().all())

@@ -96,6 +96,7 @@ def _check_window(window: object, n_fft: int, hop_length: int) -> torch.Tensor:
             f"window must have shape (n_fft,) = ({n_fft},), got shape {tuple(window.shape)}"
         )
     check_real_float(window, "window")
+    check_finite(window, "window")
     # Interior envelope: sum_k w[m + k * hop]^2 for every phase m in [0, hop).
     power = window.detach().double() ** 2
     pad = (-n_fft) % hop_length

@@ -69,7 +69,16 @@ def demix(W: torch.Tensor, X: torch.Tensor, n_src: int | None = None) -> torch.T
     Returns:
         ``(..., n_src, freq, frames)`` complex.
     """
+    if W.shape[-3] != X.shape[-2] or W.shape[-1] != X.shape[-3]:
+        raise ValueError(
+            f"W (..., freq, rows, mics) must match X (..., mics, freq, frames) in freq and mics, "
+            f"got W {tuple(W.shape)} and X {tuple(X.shape)}"
+        )
     if n_src is not None:
+        if isinstance(n_src, bool) or not isinstance(n_src, int) or not 1 <= n_src <= W.shape[-2]:
+            raise ValueError(
+                f"n_src must be an int in [1, {W.shape[-2]}] (rows of W), got {n_src!r}"
+            )
         W = W[..., :n_src, :]
     return einsum(W, X, "... f k m, ... m f t -> ... k f t")
 

@@ -65,6 +65,16 @@ def default_floor(dtype: torch.dtype) -> float:
     return torch.finfo(real).tiny ** 0.5
 
 
+def check_load(load: object) -> float:
+    """A relative diagonal loading given as a number: finite and ``>= 0`` (a negative one would
+    subtract from the diagonal, or, before this check, be silently taken as ``0``)."""
+    if isinstance(load, bool) or not isinstance(load, (int, float)):
+        raise TypeError(f"load must be a float >= 0 or a tensor, got {load!r}")
+    if not 0 <= load < float("inf"):
+        raise ValueError(f"load must be a finite float >= 0, got {load!r}")
+    return float(load)
+
+
 def diagonal_loading(
     V: torch.Tensor, load: float | torch.Tensor, floor: float | None = None
 ) -> torch.Tensor:
@@ -72,15 +82,17 @@ def diagonal_loading(
 
     Args:
         V: ``(..., M, M)`` Hermitian positive semi-definite matrices.
-        load: relative loading, a float or a tensor broadcastable to ``V.shape[:-2]`` (e.g. a
-            trainable scalar). ``0`` (the float) returns ``V`` unchanged.
+        load: relative loading, a float ``>= 0`` or a tensor broadcastable to ``V.shape[:-2]``
+            (e.g. a trainable scalar). ``0`` (the float) returns ``V`` unchanged.
         floor: absolute floor of the mean diagonal (default :func:`default_floor`).
 
     Returns:
         ``(..., M, M)`` loaded matrices.
     """
-    if not isinstance(load, torch.Tensor) and load <= 0:
-        return V
+    if not isinstance(load, torch.Tensor):
+        check_load(load)
+        if load == 0:
+            return V
     if floor is None:
         floor = default_floor(V.dtype)
     scale = V.diagonal(dim1=-2, dim2=-1).real.mean(-1).clamp_min(floor)

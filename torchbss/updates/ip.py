@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from torchbss.updates.base import PackedCache, PackedUpdate, demix
-from torchbss.updates.covariance import DEFAULT_LOAD, default_floor
+from torchbss.updates.covariance import DEFAULT_LOAD, check_load, default_floor
 from torchbss.updates.hermitian import (
     from_freq_last,
     hermitian_inverse,
@@ -72,7 +72,7 @@ def loaded_inverse(
     """
     if isinstance(load, torch.Tensor) and load.ndim > 0:
         load = load.reshape(load.shape + (1,))
-    if isinstance(load, torch.Tensor) or load > 0:
+    if isinstance(load, torch.Tensor) or check_load(load) > 0:
         Vd = Vd + (load * Vd.mean(-2).clamp_min(floor)).unsqueeze(-2)
     return hermitian_inverse(Vd, Vo)
 
@@ -146,6 +146,16 @@ def ip1_update(
         New ``W`` ``(..., freq, M, M)``.
     """
     rows = list(range(V.shape[-4])) if rows is None else list(rows)
+    M = W.shape[-1]
+    if (
+        len(rows) != V.shape[-4]
+        or len(set(rows)) != len(rows)
+        or not all(isinstance(k, int) and 0 <= k < M for k in rows)
+    ):
+        raise ValueError(
+            f"rows must be {V.shape[-4]} distinct row indices in [0, {M}), one per covariance "
+            f"of V {tuple(V.shape)} (..., R, freq, M, M), got {rows}"
+        )
     Vd, Vo = pack_hermitian(V)
     V_inv = loaded_inverse(Vd, Vo, load, default_floor(V.dtype))
     if background is None:
@@ -202,6 +212,9 @@ def ip2_update(
     Returns:
         New ``W``.
     """
+    M = W.shape[-1]
+    if not all(isinstance(i, int) and 0 <= i < M for i in (k, l)) or k == l:
+        raise ValueError(f"k and l must be two different rows in [0, {M}), got k={k!r}, l={l!r}")
     Vd, Vo = _widen(*pack_hermitian(torch.stack([V_k, V_l], -4)))
     V_inv = loaded_inverse(Vd, Vo, load, default_floor(V_k.dtype))
     (Wf,) = _widen(to_freq_last(W))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from torchbss._validation import check_positive_int
+
 __all__ = ["projection_back", "minimum_distortion"]
 
 
@@ -29,13 +31,24 @@ def projection_back(
     Args:
         Y: ``(..., sources, freq, frames)`` separated STFT.
         X: ``(..., mics, freq, frames)`` mixture STFT.
-        ref_mic: index of the reference microphone.
+        ref_mic: index of the reference microphone, in ``[0, mics)``.
         frame_mask: optional ``(..., frames)`` valid-frame mask.
         eps: floor of the denominator.
 
     Returns:
         ``(..., sources, freq, frames)`` rescaled sources.
     """
+    _check_ref_mic(ref_mic, X.shape[-3], "mics of X")
+    if Y.shape[:-3] != X.shape[:-3] or Y.shape[-2:] != X.shape[-2:]:
+        raise ValueError(
+            f"Y (..., sources, freq, frames) and X (..., mics, freq, frames) must share their "
+            f"batch, freq and frames dims, got Y {tuple(Y.shape)} and X {tuple(X.shape)}"
+        )
+    if frame_mask is not None and frame_mask.shape != X.shape[:-3] + X.shape[-1:]:
+        raise ValueError(
+            f"frame_mask must have shape {tuple(X.shape[:-3] + X.shape[-1:])} (..., frames) "
+            f"for X of shape {tuple(X.shape)}, got {tuple(frame_mask.shape)}"
+        )
     x_ref = X[..., ref_mic : ref_mic + 1, :, :]
     prod = x_ref * Y.conj()
     power = Y.real**2 + Y.imag**2
@@ -61,6 +74,14 @@ def minimum_distortion(
         ``(..., sources, freq, frames)`` rescaled sources.
     """
     M = W.shape[-1]
+    _check_ref_mic(ref_mic, M, "mics of W")
+    if isinstance(load, bool) or not isinstance(load, (int, float)) or not load >= 0:
+        raise ValueError(f"load must be a float >= 0, got {load!r}")
+    if W.shape[-2] != M or Y.shape[-3] > M or Y.shape[-2] != W.shape[-3]:
+        raise ValueError(
+            f"W must be (..., freq, mics, mics) with freq = that of Y (..., sources <= mics, "
+            f"freq, frames), got W {tuple(W.shape)} and Y {tuple(Y.shape)}"
+        )
     e = torch.zeros(M, 1, dtype=W.dtype, device=W.device)
     e[ref_mic, 0] = 1.0
     if load > 0:
@@ -69,3 +90,9 @@ def minimum_distortion(
     a = torch.linalg.solve(W.transpose(-1, -2), e.expand(W.shape[:-2] + (M, 1)))[..., 0]
     scale = a[..., : Y.shape[-3]].transpose(-1, -2)  # (..., sources, freq)
     return Y * scale[..., None]
+
+
+def _check_ref_mic(ref_mic: object, n_mics: int, what: str) -> None:
+    check_positive_int(ref_mic, "ref_mic", minimum=0)
+    if ref_mic >= n_mics:
+        raise ValueError(f"ref_mic must be in [0, {n_mics}) for the {n_mics} {what}, got {ref_mic}")

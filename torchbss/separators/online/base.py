@@ -342,17 +342,26 @@ class OnlineSeparator(Separator):
                     f"{dtype}; convert the state with state_to(state, dtype=X.dtype) or the "
                     "block with X.to(...)"
                 )
-        # all entries' NaN/inf tests with one host read; the culprit is looked for on failure
-        floats = [
-            k for k, v in state.items() if (v.is_floating_point() or v.is_complex()) and v.numel()
-        ]
-        if floats and not bool(torch.stack([finite_items(state[k]) for k in floats]).all()):
+        # all entries' NaN/inf tests (and the integer ones' sign: a frame counter) with one
+        # host read; the culprit is looked for on failure
+        floats, ints = [], []
+        for k, v in state.items():
+            if v.numel():
+                (floats if v.is_floating_point() or v.is_complex() else ints).append(k)
+        flags = [finite_items(state[k]) for k in floats] + [state[k].min() >= 0 for k in ints]
+        if flags and not bool(torch.stack(flags).all()):
             for key in floats:
                 bad = ~torch.isfinite(state[key])
                 if bool(bad.any()):
                     raise ValueError(
                         f"state[{key!r}] contains {int(bad.sum())} NaN/inf value(s): a corrupted "
                         "state would poison every later output; start again from init_state"
+                    )
+            for key in ints:
+                if bool((state[key] < 0).any()):
+                    raise ValueError(
+                        f"state[{key!r}] holds negative values (a frame counter or an index "
+                        "counts from 0): a corrupted state; start again from init_state"
                     )
         return state
 
