@@ -181,7 +181,12 @@ def test_evaluate_refuses_mismatches(short_mixture, tmp_path, capsys):
 
 def test_demo_refuses_a_missing_data_folder_and_simulates_without_one(tmp_path, capsys):
     assert main(["demo", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "d")]) == 2
-    assert "omit --data to simulate a room" in _error(capsys)
+    assert "omit --data and --mixture to simulate a room" in _error(capsys)
+    # a --mixture that is not there is an error, not a silently simulated room
+    (tmp_path / "data" / "mixtures").mkdir(parents=True)
+    args = ["demo", "--data", str(tmp_path / "data"), "--mixture", "typo_00"]
+    assert main([*args, "--out", str(tmp_path / "d")]) == 2
+    assert "typo_00_mix.flac" in _error(capsys)
 
 
 def test_demo_simulated_room(tmp_path, capsys, monkeypatch):
@@ -267,3 +272,44 @@ def test_align_flag_reaches_the_separator():
     assert build_separator("auxiva", **kw).align_permutations is True  # the class default
     assert build_separator("auxiva", align=False, **kw).align_permutations is False
     assert build_separator("ilrma", align=True, **kw).align_permutations is True
+
+
+def test_cli_bad_input_found_by_an_audit(short_mixture, capsys):
+    """evaluate refused to keep nothing: it overwrote any file named by --output (the
+    reference audio too) after scoring; --ref-mic was ignored for checkpoints; --block-seconds
+    for a batch method and a bad --subtype were accepted (the latter failed after the whole
+    separation); a NaN sample was zeroed silently by the streamed methods."""
+    d = short_mixture
+    ref_bytes = (d / "ref.wav").read_bytes()
+    ev = ["evaluate", "--reference", str(d / "ref.wav"), "--estimates", str(d / "ref.wav")]
+    assert main([*ev[:3], "--estimates", str(d / "mix.wav"), "--truncate", "--output",
+                 str(d / "ref.wav")]) == 2  # fmt: skip
+    assert "already exists" in _error(capsys) and (d / "ref.wav").read_bytes() == ref_bytes
+    with pytest.raises(SystemExit):  # argparse: --json and --csv print one format each
+        main(["evaluate", "--json", "--csv", "--reference", "a.wav", "--estimates", "b.wav"])
+    capsys.readouterr()
+    mix = str(d / "mix.wav")
+    for extra, message in (
+        (["--method", "auxiva", "--block-seconds", "5"], "--block-seconds applies to the online"),
+        (["--method", "auxiva", "--subtype", "int8"], "unknown subtype 'int8'"),
+    ):
+        assert main(["separate", mix, "--out", str(d / "x"), *extra]) == 2
+        assert message in _error(capsys)
+    assert not (d / "x").exists()
+    outs = {}
+    for r in (0, 1):
+        out = d / f"rm{r}"
+        assert main(["separate", mix, "--method", "neural-auxiva", "--ref-mic", str(r),
+                     "--out", str(out)]) == 0  # fmt: skip
+        outs[r] = io.load(out / "mix_source0.wav")[0]
+    assert not torch.allclose(outs[0], outs[1], atol=1e-3)  # the reference mic is applied
+    x, fs = io.load(mix)
+    x[1, 20000] = float("nan")
+    import soundfile as sf  # (io.save refuses NaN)
+
+    sf.write(d / "nan.wav", x.T.numpy(), fs, subtype="FLOAT")
+    capsys.readouterr()
+    assert main(["separate", str(d / "nan.wav"), "--method", "online-auxiva", "--out",
+                 str(d / "n")]) == 2  # fmt: skip
+    assert "1 NaN/inf sample value(s)" in _error(capsys)
+    assert not (d / "n").exists() or not list((d / "n").iterdir())

@@ -165,3 +165,28 @@ def test_blocks_and_info(tmp_path):
     blocks = list(io.iter_blocks(tmp_path / "b.wav", 300))
     assert [b.shape[-1] for b in blocks] == [300, 300, 300, 100]
     torch.testing.assert_close(torch.cat(blocks, -1), x)
+
+
+def test_reading_and_streaming_arguments_are_checked(tmp_path):
+    """iter_blocks(path, 0) yielded empty blocks forever; load took a negative offset as from
+    the end and a negative count as the whole file; a NaN block was written by MultiWriter
+    (as -1.0 full-scale clicks in integer files)."""
+    x = torch.randn(2, 1000) * 0.1
+    path = io.save(tmp_path / "a.wav", x, 16000, subtype="float")
+    with pytest.raises(ValueError, match="block_samples must be an integer >= 1"):
+        next(io.iter_blocks(path, 0))
+    with pytest.raises(TypeError, match="dtype must be torch.float32 or torch.float64"):
+        next(io.iter_blocks(path, 100, dtype=torch.float16))
+    with pytest.raises(ValueError, match="frame_offset must be an integer >= 0"):
+        io.load(path, frame_offset=-100)
+    with pytest.raises(ValueError, match="num_frames must be an int >= 0, or -1"):
+        io.load(path, num_frames=-5)
+    assert io.load(path, frame_offset=900)[0].shape == (2, 100)
+    out = tmp_path / "nan.wav"
+    with pytest.raises(ValueError, match="block contains 1 NaN/inf"):
+        with io.MultiWriter([out], 16000, subtype="int16") as writer:
+            writer.write(x[:1, :10])
+            writer.write(torch.tensor([[0.0, float("nan")]]))
+    assert not out.exists() and not list(tmp_path.glob(".nan*"))
+    with pytest.raises(ValueError, match="unknown subtype 'int8'"):
+        io.check_output_paths([tmp_path / "b.wav"], subtype="int8")

@@ -623,3 +623,23 @@ def test_framewise_summary_matches_numpy(generator):
     assert torch.isfinite(values.grad).all() and values.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="bool tensor"):
         framewise_summary(values, valid.float())
+
+
+def test_half_precision_signals_are_scored_in_float32_and_nan_scores_refuse_an_assignment():
+    """float16 energies overflow (65504) within a second of audio: NaN or -inf scores; and a
+    NaN score matrix got an arbitrary permutation from the exhaustive search."""
+    from torchbss.losses import NegSISDR, pit
+    from torchbss.metrics import solve_permutation
+
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(2, 2, 80000, generator=g)
+    e = s + 0.1 * torch.randn(s.shape, generator=g)
+    full = NegSISDR()(e, s)
+    half = NegSISDR()(e.half(), s.half())
+    assert half.dtype == torch.float32 and torch.isfinite(half)
+    assert float(half) == pytest.approx(float(full), abs=0.05)
+    assert torch.isfinite(pit(None, e.half(), s.half()).loss)
+    with pytest.raises(ValueError, match="score contains 1 NaN"):
+        solve_permutation(torch.tensor([[float("nan"), 1.0], [0.0, 1.0]]))
+    perm = solve_permutation(torch.tensor([[float("nan"), 1.0], [0.0, 1.0]]), allow_nan=True)
+    assert perm.shape == (2,)

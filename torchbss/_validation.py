@@ -250,12 +250,14 @@ def check_signal_pair(
     """Check a ``(reference, estimate)`` pair of same-shape signals (see :func:`check_signal`).
 
     Returns:
-        ``(reference, estimate)`` cast to their common (promoted) dtype.
+        ``(reference, estimate)`` cast to their common (promoted) dtype, at least float32:
+        half-precision signals are scored in float32 (their energies overflow float16's range,
+        65504, within a second of audio: NaN or inf scores).
     """
     reference = check_signal(reference, "reference", layout, min_ndim)
     estimate = check_signal(estimate, "estimate", layout, min_ndim)
     check_same_shape(reference, estimate)
-    dtype = torch.promote_types(reference.dtype, estimate.dtype)
+    dtype = torch.promote_types(torch.promote_types(reference.dtype, estimate.dtype), torch.float32)
     return reference.to(dtype), estimate.to(dtype)
 
 

@@ -165,7 +165,7 @@ class Evaluation:
             writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
         text = buffer.getvalue()
         if path is not None:
-            _write_atomic(Path(path), text)
+            write_text_atomic(Path(path), text)
         return text
 
     def table(self, per_source: bool | None = None, digits: int = 2) -> str:
@@ -213,7 +213,8 @@ class Evaluation:
         return "\n".join(out)
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename (no partial file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")

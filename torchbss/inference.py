@@ -22,7 +22,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchbss._validation import check_finite, check_positive_int, check_real_float, check_tensor
+from torchbss._validation import (
+    check_finite,
+    check_positive_int,
+    check_real_float,
+    check_tensor,
+    finite_items,
+)
 from torchbss.separators.base import SeparationResult
 from torchbss.separators.online.base import OnlineSeparator
 from torchbss.signal.stft import STFT, num_frames
@@ -202,7 +208,8 @@ def separate_file(
     """Stream a file through an online separator into one file per source (flat memory).
 
     Every output is written to a temporary file next to it and renamed when complete, so an
-    error never leaves a partial output behind.
+    error never leaves a partial output behind. A NaN or inf sample in the file is an error,
+    as for the whole-file methods (the online separators themselves would skip its frame).
 
     Args:
         separator: a :class:`WaveformSeparator` around an online separator.
@@ -225,11 +232,21 @@ def separate_file(
         raise ValueError(f"expected {n_src} output paths for {n_src} sources, got {len(outputs)}")
     block = check_positive_int(max(1, int(block_seconds * info.sample_rate)), "block samples")
     reader = io.iter_blocks(path, block, dtype=dtype)
-    blocks = (b.to(device) for b in reader)
+
+    def blocks():  # checked as io.load checks a whole file (no output is left on failure)
+        for i, b in enumerate(reader):
+            if not bool(finite_items(b)):
+                n_bad = int((~torch.isfinite(b)).sum())
+                raise ValueError(
+                    f"{str(path)!r} contains {n_bad} NaN/inf sample value(s) in its block {i} "
+                    f"(from sample {i * block}); expected finite audio"
+                )
+            yield b.to(device)
+
     with io.MultiWriter(
         [Path(p) for p in outputs], info.sample_rate, subtype=subtype, overwrite=overwrite
     ) as writer:
         with torch.inference_mode():
-            for out in separator.stream(blocks):
+            for out in separator.stream(blocks()):
                 writer.write(out.cpu())
     return info.sample_rate

@@ -27,7 +27,13 @@ from pathlib import Path
 
 import torch
 
-from ._validation import check_choice, check_finite, check_real_float, check_tensor
+from ._validation import (
+    check_choice,
+    check_finite,
+    check_positive_int,
+    check_real_float,
+    check_tensor,
+)
 
 __all__ = [
     "load",
@@ -88,7 +94,7 @@ def _sf_subtype(path: Path, subtype: str) -> str:
     if subtype not in SUBTYPES:
         raise ValueError(f"unknown subtype {subtype!r}; valid options are {sorted(SUBTYPES)}")
     sf_subtype = SUBTYPES[subtype]
-    if fmt == "OGG":
+    if fmt == "OGG":  # always (lossy) Vorbis, whatever the subtype (documented in save)
         return "VORBIS"
     if sf_subtype == "VORBIS":
         raise ValueError("subtype 'vorbis' needs an .ogg file")
@@ -154,8 +160,10 @@ def load(
     """
     sf = _soundfile()
     path = _check_readable(path)
-    if dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    _check_read_dtype(dtype)
+    check_positive_int(frame_offset, "frame_offset", minimum=0)
+    if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < -1:
+        raise ValueError(f"num_frames must be an int >= 0, or -1 (to the end), got {num_frames!r}")
     np_dtype = "float32" if dtype == torch.float32 else "float64"
     try:
         data, sample_rate = sf.read(
@@ -166,12 +174,19 @@ def load(
     return torch.from_numpy(data.T.copy()), int(sample_rate)
 
 
+def _check_read_dtype(dtype: object) -> None:
+    if dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+
+
 def iter_blocks(
     path: str | os.PathLike, block_samples: int, *, dtype: torch.dtype = torch.float32
 ) -> Iterator[torch.Tensor]:
     """Read a file block by block: ``(channels, n)`` tensors with ``n <= block_samples``."""
     sf = _soundfile()
     path = _check_readable(path)
+    _check_read_dtype(dtype)
+    check_positive_int(block_samples, "block_samples")  # (0 yielded empty blocks forever)
     np_dtype = "float32" if dtype == torch.float32 else "float64"
     try:
         for data in sf.blocks(str(path), blocksize=block_samples, dtype=np_dtype, always_2d=True):
@@ -180,18 +195,28 @@ def iter_blocks(
         raise ValueError(f"could not decode audio file {str(path)!r}: {err}") from err
 
 
-def check_output_paths(paths: Sequence[str | os.PathLike], overwrite: bool = False) -> list[Path]:
+def check_output_paths(
+    paths: Sequence[str | os.PathLike],
+    overwrite: bool = False,
+    audio: bool = True,
+    subtype: str | None = None,
+) -> list[Path]:
     """Check that every path can be written, before any work is done.
 
     Raises ``FileExistsError`` for an existing file without ``overwrite``, ``IsADirectoryError``
     for a folder in the way, ``NotADirectoryError`` when a parent is a file and
     ``PermissionError`` for a folder that cannot be written; each names the path. Missing
-    parent folders are fine (they are created when writing).
+    parent folders are fine (they are created when writing). ``audio``: the paths must also end
+    in an audio format this module writes (``False``: any file, e.g. JSON or CSV scores), and
+    with ``subtype`` that format must take it (``ValueError`` otherwise).
     """
     checked = []
     for p in paths:
         path = Path(p)
-        _format_of(path)
+        if audio:
+            _format_of(path)
+            if subtype is not None:
+                _sf_subtype(path, subtype)
         if path.is_dir():
             raise IsADirectoryError(f"output {str(path)!r} is an existing folder, not a file")
         if path.exists() and not overwrite:
@@ -264,7 +289,8 @@ def save(
         audio: ``(channels, samples)`` real floating point tensor. A 1-D ``(samples,)`` tensor
             is rejected (use ``audio.unsqueeze(0)`` for mono).
         sample_rate: sampling rate in Hz (> 0).
-        subtype: one of :data:`SUBTYPES` (``int16``, ``int24``, ``float``, ...).
+        subtype: one of :data:`SUBTYPES` (``int16``, ``int24``, ``float``, ...); an ``.ogg``
+            file is always (lossy) Vorbis, whatever the subtype.
         overflow: integer output beyond full scale: ``"rescale"``, ``"clip"`` or ``"error"``
             (see the module docstring; float output is never changed).
         overwrite: replace an existing file (``False``: raise ``FileExistsError``).
@@ -352,6 +378,7 @@ class MultiWriter:
                                  format=_format_of(path))
                 )  # fmt: skip
         data = block.detach().to("cpu", torch.float64)
+        check_finite(data, "block")  # (as save: NaN would be written, or clipped to full scale)
         for f, sub, chunk in zip(self._files, self.subtypes, data):
             if sub not in _FLOAT_SUBTYPES:
                 self.clipped += int((chunk.abs() > 1).sum())

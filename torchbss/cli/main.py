@@ -157,6 +157,13 @@ def _load_waveform_separator(args: argparse.Namespace, n_mics: int, device: torc
                 )
         if args.n_fft is not None or args.hop is not None:
             raise CLIError(f"--n-fft/--hop cannot change a trained checkpoint ({checkpoint})")
+        if args.ref_mic is not None:
+            if not hasattr(sep, "ref_mic"):
+                raise CLIError(
+                    f"--ref-mic cannot change checkpoint {checkpoint}: its "
+                    f"{type(sep).__name__} has no reference mic"
+                )
+            sep.ref_mic = args.ref_mic
         if args.align is not None:
             if not hasattr(sep, "align_permutations"):
                 raise CLIError(
@@ -174,7 +181,7 @@ def _load_waveform_separator(args: argparse.Namespace, n_mics: int, device: torc
     n_fft = args.n_fft or 2048
     hop = args.hop or 512
     sep = build_separator(
-        args.method, n_src=args.n_src, n_iter=args.n_iter, ref_mic=args.ref_mic,
+        args.method, n_src=args.n_src, n_iter=args.n_iter, ref_mic=args.ref_mic or 0,
         n_freq=n_fft // 2 + 1, compile=args.compile, align=args.align,
     )  # fmt: skip
     return WaveformSeparator(sep, n_fft=n_fft, hop_length=hop).to(device)
@@ -205,20 +212,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from torchbss.inference import WaveformSeparator
     from torchbss.metrics import si_sdr, solve_permutation
 
-    if args.data is not None:
-        data = Path(args.data)
-        mix_path = data / "mixtures" / f"{args.mixture}_mix.flac"
+    name = args.mixture or "2x2_00"
+    data = Path(args.data) if args.data is not None else _default_data_dir()
+    if args.data is not None or args.mixture is not None:  # asked for: it must be there
+        if data is None:
+            raise CLIError(
+                f"--mixture {args.mixture}: no shared data folder found; give it with --data, "
+                "or omit --mixture to simulate a room"
+            )
+        mix_path = data / "mixtures" / f"{name}_mix.flac"
         if not mix_path.is_file():
             raise CLIError(
-                f"--data {args.data}: no mixture {mix_path} (expected <data>/mixtures/"
-                f"{args.mixture}_mix.flac and _ref.flac); omit --data to simulate a room"
+                f"no mixture {mix_path} (expected <data>/mixtures/{name}_mix.flac and "
+                "_ref.flac); omit --data and --mixture to simulate a room"
             )
-    else:
-        data = _default_data_dir()
-    if data is not None and (data / "mixtures" / f"{args.mixture}_mix.flac").is_file():
-        mix, fs = io.load(data / "mixtures" / f"{args.mixture}_mix.flac")
-        ref, _ = io.load(data / "mixtures" / f"{args.mixture}_ref.flac")
-        origin = f"{data / 'mixtures' / args.mixture} (shared data)"
+    if data is not None and (data / "mixtures" / f"{name}_mix.flac").is_file():
+        mix, fs = io.load(data / "mixtures" / f"{name}_mix.flac")
+        ref, _ = io.load(data / "mixtures" / f"{name}_ref.flac")
+        origin = f"{data / 'mixtures' / name} (shared data)"
     else:
         from torchbss.data import bundled_speech, random_room_mixture
 
@@ -375,7 +386,7 @@ def cmd_separate(args: argparse.Namespace) -> int:
         raise CLIError(
             f"{args.input} has {meta.channels} channel; multichannel BSS needs >= 2 mics"
         )
-    if args.ref_mic >= meta.channels:
+    if (args.ref_mic or 0) >= meta.channels:
         raise CLIError(f"--ref-mic {args.ref_mic} but {args.input} has {meta.channels} channels")
     if args.method in SHIPPED:
         from torchbss.export import PRETRAINED_SAMPLE_RATE
@@ -398,18 +409,26 @@ def cmd_separate(args: argparse.Namespace) -> int:
     stem = Path(args.input).stem
     paths = [out / f"{stem}_source{k}.wav" for k in range(n_src)]
     image_paths = [out / f"{stem}_source{k}_images.wav" for k in range(n_src)]
-    io.check_output_paths(paths + (image_paths if args.images else []), overwrite=args.overwrite)
+    io.check_output_paths(
+        paths + (image_paths if args.images else []), overwrite=args.overwrite,
+        subtype=args.subtype,
+    )  # fmt: skip
     if args.images and wsep.input_domain != "stft":
         raise CLIError("--images needs an STFT-domain separator (the images are per mic STFTs)")
     if args.report is not None:
         _check_report_dir(Path(args.report), args.overwrite)
     t0 = time.perf_counter()
     online = isinstance(wsep.separator, OnlineSeparator) and not args.images
+    if args.block_seconds is not None and not online:
+        raise CLIError(
+            "--block-seconds applies to the online methods, which are streamed block by block "
+            f"(not with --images); {args.checkpoint or args.method} separates the whole signal"
+        )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", io.ClippingWarning)
         if online:  # streamed: flat memory for any length
             separate_file(
-                wsep, args.input, paths, block_seconds=args.block_seconds,
+                wsep, args.input, paths, block_seconds=args.block_seconds or 10.0,
                 subtype=args.subtype, overwrite=args.overwrite, device=device,
             )  # fmt: skip
         else:
@@ -465,7 +484,7 @@ def _write_separation_report(args: argparse.Namespace, paths: list[Path], elapse
 
     mix, fs = io.load(args.input)
     estimates = torch.cat([io.load(p)[0] for p in paths], 0)
-    example = ReportExample(Path(args.input).stem, mix, estimates, ref_mic=args.ref_mic)
+    example = ReportExample(Path(args.input).stem, mix, estimates, ref_mic=args.ref_mic or 0)
     method = args.checkpoint or args.method
     rows = [{"file": Path(args.input).name, "method": str(method),
              "sources": estimates.shape[0], "time (s)": round(elapsed, 2)}]  # fmt: skip
@@ -478,10 +497,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score estimates against references: files of one example, or folders matched by name."""
     import json
 
-    from torchbss.evaluation import evaluate_files, evaluate_folders
+    from torchbss import io
+    from torchbss.evaluation import evaluate_files, evaluate_folders, write_text_atomic
 
     options = {"truncate": args.truncate, "ref_mic": args.ref_mic,
                "filter_length": args.filter_length}  # fmt: skip
+    outputs = [p for p in (args.output, args.output_csv) if p]
+    io.check_output_paths(outputs, overwrite=args.overwrite, audio=False)  # before scoring
     if Path(args.reference).is_dir():
         if len(args.estimates) != 1 or not Path(args.estimates[0]).is_dir():
             raise CLIError(
@@ -498,7 +520,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         print(ev.table())
     if args.output:
-        Path(args.output).write_text(json.dumps(ev.to_dict(), indent=2))
+        write_text_atomic(Path(args.output), json.dumps(ev.to_dict(), indent=2))
     if args.output_csv:
         ev.to_csv(args.output_csv)
     return 0
@@ -554,7 +576,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="out/demo", help="output folder for the wavs")
     p.add_argument("--data", default=None, help="shared data folder (default: ../shared/data "
                    "when present, else a simulated room)")  # fmt: skip
-    p.add_argument("--mixture", default="2x2_00", help="mixture name in <data>/mixtures")
+    p.add_argument(
+        "--mixture",
+        default=None,
+        help="mixture name in <data>/mixtures (default 2x2_00 when the data is there)",
+    )
     p.add_argument("--methods", nargs="+", default=["auxiva", "ilrma"], choices=sorted(METHODS))
     p.add_argument("--seed", type=int, default=0, help="room seed when simulating")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -576,12 +602,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the method's own; on for auxiva and neural-auxiva)")  # fmt: skip
     p.add_argument("--n-fft", type=_positive_int, default=None, help="STFT size (default 2048)")
     p.add_argument("--hop", type=_positive_int, default=None, help="STFT hop (default 512)")
-    p.add_argument("--ref-mic", type=_nonnegative_int, default=0)
+    p.add_argument(
+        "--ref-mic",
+        type=_nonnegative_int,
+        default=None,
+        help="reference mic of the output scale (default 0, or a checkpoint's own)",
+    )
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--subtype", default="float", help="output sample format: float (default, "
                    "never clipped), int16, int24, ...")  # fmt: skip
-    p.add_argument("--block-seconds", type=_positive_float, default=10.0,
-                   help="block length when streaming an online method")  # fmt: skip
+    p.add_argument("--block-seconds", type=_positive_float, default=None,
+                   help="block length when streaming an online method (default 10)")  # fmt: skip
     music = p.add_argument_group("music models (BS-RoFormer / Mel-RoFormer)")
     music.add_argument(
         "--model",
@@ -640,10 +671,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="score the common part when lengths differ (else an error)",
     )
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+    printed = p.add_mutually_exclusive_group()
+    printed.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    printed.add_argument("--csv", action="store_true", help="print CSV instead of a table")
     p.add_argument("--output", default=None, help="also write the scores as JSON to this file")
     p.add_argument("--output-csv", default=None, help="also write the scores as CSV")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace existing --output / --output-csv files"
+    )
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(

@@ -150,7 +150,7 @@ def linear_sum_assignment(cost: torch.Tensor) -> torch.Tensor:
 
 
 def solve_permutation(
-    score: torch.Tensor, maximize: bool = True, max_exhaustive: int = 4
+    score: torch.Tensor, maximize: bool = True, max_exhaustive: int = 4, allow_nan: bool = False
 ) -> torch.Tensor:
     """Best one-to-one matching of references (rows) to estimates (columns).
 
@@ -164,6 +164,9 @@ def solve_permutation(
             ``score[..., j, k]`` rates estimate ``k`` against reference ``j``.
         maximize: maximise the summed score (metrics) or minimise it (losses).
         max_exhaustive: largest number of references solved by exhaustive search.
+        allow_nan: let NaN scores through to the exhaustive search (a problem with a NaN gets
+            the first best candidate among the rest; the frequency alignment uses it for
+            silent bins). Default: a ``ValueError`` (no assignment is defined).
 
     Returns:
         ``permutation`` of shape ``(..., n_ref)``: ``permutation[..., j]`` is the estimate
@@ -175,6 +178,11 @@ def solve_permutation(
     n_ref, n_est = cost.shape[-2:]
     if n_ref > n_est:
         raise ValueError(f"score must have n_ref <= n_est, got shape {tuple(score.shape)}")
+    if not allow_nan and not torch.compiler.is_compiling() and bool(cost.isnan().any()):
+        raise ValueError(
+            f"score contains {int(cost.isnan().sum())} NaN value(s) (shape "
+            f"{tuple(score.shape)}): no assignment is defined (a NaN metric or loss upstream?)"
+        )
     # the candidates' count n_est! / (n_est - n_ref)! as a product: math.perm takes no sizes
     # traced with dynamic shapes (torch.compile)
     if (

@@ -197,7 +197,9 @@ def cluster_permutation(z: torch.Tensor, weight: torch.Tensor, max_rounds: int) 
             score = (flat[..., None, :] * centroid[:, None, None]).sum(-1)
         else:  # (B, F K, T) @ (B, T, K)
             score = flat.flatten(1, 2) @ centroid.transpose(-1, -2)
-        new = solve_permutation(score.reshape(*lead, n_freq, n_src, n_src).transpose(-1, -2))
+        new = solve_permutation(
+            score.reshape(*lead, n_freq, n_src, n_src).transpose(-1, -2), allow_nan=True
+        )
         if compiled:
             perm = new
             if round_ < max_rounds - 1:
