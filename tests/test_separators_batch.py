@@ -3,6 +3,7 @@ overdetermined routes, scaling, degenerate input, gradients, errors."""
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import pytest
@@ -589,3 +590,24 @@ def test_frame_mask_values_and_valid_frames_are_checked():
         ok[0, 30:] = 0
         ref = sep(X, frame_mask=ok.bool()).sources
         torch.testing.assert_close(sep(X, frame_mask=ok).sources, ref)
+
+
+def test_state_of_another_batch_is_refused_and_silent_input_gives_finite_neural_weights():
+    """A state of another batch size failed deep inside (an expand); a silent source made the
+    neural source model's weights overflow (inf, then NaN covariances and outputs)."""
+    from torchbss.source_models import NeuralSourceModel
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(2, 2, 33, 40, dtype=torch.complex64, generator=g)
+    state = AuxIVA(n_iter=1)(X).state
+    with pytest.raises(ValueError, match="has another batch than the mixture"):
+        AuxIVA(n_iter=1)(X[:1], state=state)
+    model = NeuralSourceModel(n_freq=33)
+    weights, _ = model(torch.zeros(1, 2, 33, 40, dtype=torch.complex64))
+    assert bool(torch.isfinite(weights).all())
+    sep = AuxIVA(n_iter=3, source_model=model, update="ip2")
+    assert bool(sep(torch.zeros(1, 2, 33, 40, dtype=torch.complex64)).sources.isfinite().all())
+    # the floor is far below any usual level: the same weights as without it
+    Y = torch.randn(1, 2, 33, 40, dtype=torch.complex64, generator=g)
+    lv = model.log_variance(Y)
+    assert float(lv.min()) > 0.5 * math.log(torch.finfo(torch.float32).tiny) + 10

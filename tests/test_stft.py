@@ -157,3 +157,14 @@ def test_stft_rejects_a_non_finite_window():
     w[3] = float("nan")
     with pytest.raises(ValueError, match="window contains 1 NaN/inf"):
         stft(torch.randn(1, 2, 4000), 512, 128, window=w)
+
+
+def test_stft_empty_batch_and_one_frame_without_length_are_clear_errors():
+    """An empty batch failed inside MKL; one frame without ``length`` inside torch."""
+    for x in (torch.randn(0, 2, 4000), torch.randn(2, 0, 4000)):
+        with pytest.raises(ValueError, match="empty batch or channel dimension"):
+            stft(x, 512, 128)
+    spec = stft(torch.randn(1, 2, 400), 512, 128)[..., :1]
+    with pytest.raises(ValueError, match="pass length"):
+        istft(spec, 512, 128)
+    assert istft(spec, 512, 128, length=100).shape == (1, 2, 100)

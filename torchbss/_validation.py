@@ -282,6 +282,8 @@ def check_eps(eps: object, dtype: torch.dtype) -> float:
     """
     if eps is None:
         return float(torch.finfo(dtype).eps)
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
-        raise ValueError(f"eps must be a positive float (or None for the dtype's eps), got {eps!r}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < float("inf"):
+        raise ValueError(
+            f"eps must be a positive finite float (or None for the dtype's eps), got {eps!r}"
+        )
     return float(eps)

@@ -363,6 +363,13 @@ class IterativeSeparator(Separator):
                 f"demixing must have shape (..., {shape[-3]}, {shape[-2]}, {shape[-1]}) "
                 f"(freq, rows, mics) for this mixture, got {tuple(W.shape)}"
             )
+        lead, want = W.shape[:-3], shape[:-3]
+        if len(lead) > len(want) or any(a not in (1, b) for a, b in zip(lead[::-1], want[::-1])):
+            raise ValueError(
+                f"demixing of shape {tuple(W.shape)} has another batch than the mixture "
+                f"{tuple(want)} (a state of another batch?); expected (..., freq, rows, mics) "
+                f"with batch {tuple(want)} (or one demixing for all)"
+            )
         return W.to(device=Xr.device, dtype=Xr.dtype).expand(shape)
 
     def _check_state(self, state: object, problem: _Problem) -> IterativeState:

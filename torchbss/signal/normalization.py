@@ -36,7 +36,8 @@ def normalize(x: torch.Tensor, eps: float = 1e-8) -> tuple[torch.Tensor, Normali
     ``std = sqrt(max(var(mono), eps**2))`` (population variance), and
     ``x_norm = (x - mean) / std``. Every channel gets the same shift and scale, so the stereo
     image is kept. A silent (all-zero or constant) item has ``std = eps`` and a finite (zero)
-    output; the clamp also keeps the gradient finite there.
+    output; the clamp also keeps the gradient finite there. The variance is formed in ``x``'s
+    dtype: audio beyond ``~1e19`` (float32) overflows it (``std = inf``, a zero output).
 
     Args:
         x: real signal ``(..., channels, samples)``, float32 or float64, finite.
@@ -96,8 +97,8 @@ def denormalize(y: torch.Tensor, stats: NormalizationStats) -> torch.Tensor:
 
 
 def _check_eps(eps: float) -> None:
-    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps > 0:
-        raise ValueError(f"eps must be a positive float, got {eps!r}")
+    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not 0 < eps < 1e15:
+        raise ValueError(f"eps must be a positive float below 1e15 (a std floor), got {eps!r}")
 
 
 class Normalize(nn.Module):

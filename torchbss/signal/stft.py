@@ -57,6 +57,11 @@ def _check_audio(x: object, name: str, layout: str = "(..., channels, samples)")
         raise ValueError(
             f"{name} is empty: got shape {tuple(x.shape)}; expected at least 1 sample {layout}"
         )
+    if x.numel() == 0:
+        raise ValueError(
+            f"{name} has an empty batch or channel dimension (shape {tuple(x.shape)}): there is "
+            f"nothing to transform; expected at least one channel {layout}"
+        )
     check_finite(x, name)
     return x
 
@@ -219,9 +224,19 @@ def _check_spec(spec: object, n_fft: int, hop_length: int, length: int | None) -
         )
     if spec.shape[-1] == 0:
         raise ValueError(f"spec has no frames: got shape {tuple(spec.shape)}")
+    if spec.numel() == 0:
+        raise ValueError(
+            f"spec has an empty batch or channel dimension (shape {tuple(spec.shape)}): there "
+            "is nothing to invert"
+        )
     check_finite(spec, "spec")
     if length is not None:
         check_positive_int(length, "length")
+    elif spec.shape[-1] < 2:
+        raise ValueError(
+            f"spec has 1 frame: the default length hop_length * (frames - 1) is 0 samples; "
+            "pass length (the signal's number of samples)"
+        )
 
 
 def istft(

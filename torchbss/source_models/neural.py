@@ -21,6 +21,7 @@ References:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -122,7 +123,8 @@ class NeuralSourceModel(SourceModel):
         nn.init.zeros_(self.decoder.bias)
 
     def log_variance(self, Y: torch.Tensor) -> torch.Tensor:
-        """``log lambda`` ``(..., sources, freq, frames)`` (real, Y's real dtype)."""
+        """``log lambda`` ``(..., sources, freq, frames)`` (real, Y's real dtype), floored at
+        ``log(tiny) / 2`` of the dtype (silent input: finite weights)."""
         if Y.shape[-2] != self.n_freq:
             raise ValueError(
                 f"NeuralSourceModel was built for n_freq={self.n_freq} bins, got estimates of "
@@ -139,7 +141,11 @@ class NeuralSourceModel(SourceModel):
         h = self.encoder(features.reshape(-1, *features.shape[-2:]).to(weight_dtype))
         z = self.decoder(self.blocks(h)).reshape(*lead, *x.shape[-2:]).to(x.dtype)
         z = self.max_correction * torch.tanh(z / self.max_correction)
-        return x.mean(-2, keepdim=True) + z + torch.log(mean)
+        log_var = x.mean(-2, keepdim=True) + z + torch.log(mean)
+        # floored at half the log of the dtype's tiny: a silent source (mean at tiny) would
+        # get weights beyond the dtype's range (inf, and NaN covariances); no usual level is
+        # near it (-43.7 in float32: powers of 1e-19)
+        return log_var.clamp_min(0.5 * math.log(torch.finfo(x.dtype).tiny))
 
     def forward(
         self, Y: torch.Tensor, state: Any = None, frame_mask: torch.Tensor | None = None
