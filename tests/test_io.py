@@ -190,3 +190,14 @@ def test_reading_and_streaming_arguments_are_checked(tmp_path):
     assert not out.exists() and not list(tmp_path.glob(".nan*"))
     with pytest.raises(ValueError, match="unknown subtype 'int8'"):
         io.check_output_paths([tmp_path / "b.wav"], subtype="int8")
+
+
+def test_writing_checks_the_layout_and_the_rate(tmp_path):
+    """A transposed (samples, channels) tensor failed in libsndfile naming a temporary file; a
+    zero rate in MultiWriter failed with 'SF_INFO struct incomplete'."""
+    with pytest.raises(ValueError, match=r"16000 channels and 2 samples.*transposed"):
+        io.save(tmp_path / "t.wav", torch.randn(16000, 2) * 0.1, 16000)
+    for rate in (0, 10**10, 16000.0):
+        with pytest.raises(ValueError, match="sample_rate must be a positive integer"):
+            io.MultiWriter([tmp_path / "m.wav"], rate)
+    assert not list(tmp_path.iterdir())

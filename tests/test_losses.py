@@ -217,3 +217,11 @@ def test_loss_of_silent_estimate_is_finite():
     loss = pit(None, est, ref).loss
     loss.backward()
     assert math.isfinite(loss.item()) and torch.isfinite(est.grad).all()
+
+
+def test_soft_threshold_must_be_a_finite_number_of_db():
+    """NaN gave a NaN loss, -1e9 an OverflowError from inside."""
+    ref = torch.randn(2, 1000)
+    for thr in (float("nan"), -1e9, "30"):
+        with pytest.raises(ValueError, match="soft_threshold_db must be a number of dB"):
+            negative_sdr(ref, ref, soft_threshold_db=thr)

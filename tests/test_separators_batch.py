@@ -611,3 +611,12 @@ def test_state_of_another_batch_is_refused_and_silent_input_gives_finite_neural_
     Y = torch.randn(1, 2, 33, 40, dtype=torch.complex64, generator=g)
     lv = model.log_variance(Y)
     assert float(lv.min()) > 0.5 * math.log(torch.finfo(torch.float32).tiny) + 10
+
+
+def test_option_types_are_checked_when_given():
+    """A string align_silence failed in a comparison; callback=5 only after an iteration."""
+    with pytest.raises(TypeError, match="align_silence must be a number"):
+        AuxIVA(align_silence="0.1")
+    X = torch.randn(1, 2, 33, 40, dtype=torch.complex64)
+    with pytest.raises(TypeError, match="callback must be callable"):
+        AuxIVA(n_iter=2)(X, callback=5)

@@ -7,6 +7,7 @@ or as an error deep inside torch.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -195,10 +196,14 @@ def check_range(
     high_inclusive: bool = False,
 ) -> float:
     """Check that ``low <(=) value <(=) high``; the message prints the interval."""
+    interval = f"{'[' if low_inclusive else '('}{low}, {high}{']' if high_inclusive else ')'}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):  # (numpy scalars are)
+        raise TypeError(
+            f"{name} must be a number in {interval}, got {type(value).__name__} {value!r}"
+        )
     lo_ok = value >= low if low_inclusive else value > low
     hi_ok = value <= high if high_inclusive else value < high
     if not (lo_ok and hi_ok):
-        interval = f"{'[' if low_inclusive else '('}{low}, {high}{']' if high_inclusive else ')'}"
         raise ValueError(f"{name} must be in {interval}, got {value}")
     return float(value)
 

@@ -174,6 +174,22 @@ def load(
     return torch.from_numpy(data.T.copy()), int(sample_rate)
 
 
+#: libsndfile's channel limit
+_MAX_CHANNELS = 1024
+
+
+def _check_write_rate(sample_rate: object) -> int:
+    if (
+        isinstance(sample_rate, bool)
+        or not isinstance(sample_rate, int)
+        or not 0 < sample_rate < 2**31
+    ):
+        raise ValueError(
+            f"sample_rate must be a positive integer (Hz) below 2**31, got {sample_rate!r}"
+        )
+    return sample_rate
+
+
 def _check_read_dtype(dtype: object) -> None:
     if dtype not in (torch.float32, torch.float64):
         raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
@@ -309,8 +325,12 @@ def save(
     check_finite(audio, "audio")
     if audio.shape[-1] == 0:
         raise ValueError("audio is empty (0 samples); nothing to write")
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate <= 0:
-        raise ValueError(f"sample_rate must be a positive integer (Hz), got {sample_rate!r}")
+    _check_write_rate(sample_rate)
+    if audio.shape[0] > _MAX_CHANNELS:
+        raise ValueError(
+            f"audio has {audio.shape[0]} channels and {audio.shape[1]} samples; expected "
+            f"(channels, samples) with at most {_MAX_CHANNELS} channels (transposed?)"
+        )
     sf_subtype = _sf_subtype(path, subtype)
     check_output_paths([path], overwrite=overwrite)
     data = audio.detach().to("cpu", torch.float64)
@@ -353,7 +373,7 @@ class MultiWriter:
         overwrite: bool = False,
     ) -> None:  # fmt: skip
         self.paths = check_output_paths(paths, overwrite=overwrite)
-        self.sample_rate = sample_rate
+        self.sample_rate = _check_write_rate(sample_rate)
         self.subtypes = [_sf_subtype(p, subtype) for p in self.paths]
         self._files: list = []
         self._tmps: list[Path] = []

@@ -86,6 +86,9 @@ def negative_sdr(
         return reduce_loss(-sdr(reference, estimate, eps=eps), reduction)
     reference, estimate = check_signal_pair(reference, estimate)
     eps = check_eps(eps, reference.dtype)
+    thr = soft_threshold_db
+    if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not -300 <= thr <= 300:
+        raise ValueError(f"soft_threshold_db must be a number of dB in [-300, 300], got {thr!r}")
     tau = 10.0 ** (-float(soft_threshold_db) / 10.0)
     signal = reference.square().sum(-1)
     error = (reference - estimate).square().sum(-1)

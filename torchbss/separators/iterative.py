@@ -749,6 +749,8 @@ class IterativeSeparator(Separator):
                 an unloaded ``IP1(load=0)`` in complex64, or an input whose power overflows the
                 dtype); the result is returned as computed.
         """
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable(i, result) or None, got {callback!r}")
         return self._checked(self._run(X, state, frame_mask, callback, self.n_iter))
 
     def step(

@@ -234,7 +234,7 @@ def _check_spec(spec: object, n_fft: int, hop_length: int, length: int | None) -
         check_positive_int(length, "length")
     elif spec.shape[-1] < 2:
         raise ValueError(
-            f"spec has 1 frame: the default length hop_length * (frames - 1) is 0 samples; "
+            "spec has 1 frame: the default length hop_length * (frames - 1) is 0 samples; "
             "pass length (the signal's number of samples)"
         )
 
