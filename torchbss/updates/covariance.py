@@ -23,9 +23,9 @@ orders: frequency-contiguous ``(..., M^2, F, T)`` (covariances as ``(XX @ w^T)^T
 (:func:`frames_major`: ``(..., T, M^2, F)`` in memory, viewed as ``(..., M^2, F, T)``;
 covariances as ``w @ XX^T``, powers as ``c @ XX`` with ``XX`` read as the transposed view).
 With MKL on the AMD EPYC machine of BENCHMARKS.md these orders stream 2-4x faster than the
-others; once the outer products no longer
-fit in cache the frames-major one is the faster for the powers (3x3 8 s, float64: 4.9 -> 2.5
-ms), and the batch separators store them so. The result is the same sum.
+others; once the outer products no longer fit in cache the frames-major one is the faster for
+the powers (3x3 8 s, float64: 4.9 -> 2.5 ms; 0.92 ms as ``c @ XX``), and the batch separators
+store them so. The result is the same sum.
 
 Diagonal loading has one meaning everywhere (batch and online separators, IP1, IP2, OverIVA):
 ``V + load * max(mean(diag V), floor) * I`` — relative to the mean diagonal, with an absolute
