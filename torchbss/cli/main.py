@@ -157,20 +157,19 @@ def _load_waveform_separator(args: argparse.Namespace, n_mics: int, device: torc
                 )
         if args.n_fft is not None or args.hop is not None:
             raise CLIError(f"--n-fft/--hop cannot change a trained checkpoint ({checkpoint})")
-        if args.ref_mic is not None:
-            if not hasattr(sep, "ref_mic"):
+        settable = (  # (option, attribute, value, what has it)
+            ("--ref-mic applies", "ref_mic", args.ref_mic, "separators with a reference mic"),
+            ("--align/--no-align apply", "align_permutations", args.align,
+             "batch AuxIVA / ILRMA separators"),
+        )  # fmt: skip
+        for option, attribute, value, owners in settable:
+            if value is None:
+                continue
+            if not hasattr(sep, attribute):
                 raise CLIError(
-                    f"--ref-mic cannot change checkpoint {checkpoint}: its "
-                    f"{type(sep).__name__} has no reference mic"
+                    f"{option} to {owners}; checkpoint {checkpoint} holds a {type(sep).__name__}"
                 )
-            sep.ref_mic = args.ref_mic
-        if args.align is not None:
-            if not hasattr(sep, "align_permutations"):
-                raise CLIError(
-                    f"--align/--no-align apply to batch AuxIVA / ILRMA separators; checkpoint "
-                    f"{checkpoint} holds a {type(sep).__name__}"
-                )
-            sep.align_permutations = args.align
+            setattr(sep, attribute, value)
         expected = getattr(sep, "n_src", None)
         if expected is not None and expected > n_mics:
             raise CLIError(
