@@ -313,3 +313,18 @@ def test_cli_bad_input_found_by_an_audit(short_mixture, capsys):
                  str(d / "n")]) == 2  # fmt: skip
     assert "1 NaN/inf sample value(s)" in _error(capsys)
     assert not (d / "n").exists() or not list((d / "n").iterdir())
+
+
+def test_benchmark_refuses_bad_stft_metric_and_device_settings_before_any_task(tmp_path, capsys):
+    """These were found only by each task (every task failed and was recorded; exit 1)."""
+    out = tmp_path / "bx"
+    for bad, message in (
+        ("stft.n_fft=0", "n_fft must be an integer >= 1"),
+        ("stft.hop_length=10000", "hop_length must be <= n_fft"),
+        ("metrics.filter_length=0", "metrics.filter_length must be an integer >= 1"),
+        ("metrics.window_s=0", "metrics.window_s must be in"),
+        ("metrics.ref_mic=-1", "metrics.ref_mic must be an integer >= 0"),
+    ):
+        assert main(["benchmark", "recipe=quick", f"out_dir={out}", bad]) == 2
+        assert message in _error(capsys)
+    assert not out.exists()

@@ -16,10 +16,14 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
+from torchbss._validation import check_bool, check_positive_int, check_range
 from torchbss.benchmark.methods import build_separator, method_target
 from torchbss.benchmark.sources import build_source, resolve_data_node
 
@@ -144,6 +148,29 @@ def _variants(label: str, entry: Any, n_fft: int) -> list[tuple[str, dict[str, A
     return out
 
 
+def _check_settings(stft: dict[str, int], metrics: dict[str, Any], device: str) -> None:
+    """The recipe's STFT, metric settings and device, as the tasks would check them."""
+    from torchbss.signal.stft import STFT
+
+    try:
+        STFT(stft["n_fft"], stft["hop_length"])
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"stft: {err}") from None
+    check_positive_int(metrics["ref_mic"], "metrics.ref_mic", minimum=0)
+    check_positive_int(metrics["filter_length"], "metrics.filter_length")
+    check_bool(metrics["framewise"], "metrics.framewise")
+    for key in ("window_s", "hop_s"):
+        check_range(metrics[key], f"metrics.{key}", 0.0, math.inf, low_inclusive=False)
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {device!r}: {err}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device}: this torch build has no usable CUDA device")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={device}: MPS is not available on this machine")
+
+
 def expand(recipe: Mapping[str, Any]) -> list[Task]:
     """Every task of a recipe: method variants x examples, in recipe order.
 
@@ -181,6 +208,10 @@ def expand(recipe: Mapping[str, Any]) -> list[Task]:
     if dtype not in DTYPES:
         raise ValueError(f"recipe {name!r}: dtype must be one of {DTYPES}, got {dtype!r}")
     device = str(recipe.get("device", "cpu"))
+    try:  # what every task would refuse, refused once before any task runs
+        _check_settings(stft, metrics, device)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"recipe {name!r}: {err}") from None
     data = resolve_data_node(recipe.get("data"))
     items = build_source(data).items()
     variants = []
