@@ -328,3 +328,6 @@ def test_benchmark_refuses_bad_stft_metric_and_device_settings_before_any_task(t
         assert main(["benchmark", "recipe=quick", f"out_dir={out}", bad]) == 2
         assert message in _error(capsys)
     assert not out.exists()
+    (tmp_path / "afile").write_text("x")  # an out_dir that is a file: before the plan's banner
+    assert main(["benchmark", "recipe=quick", f"out_dir={tmp_path / 'afile' / 'sub'}"]) == 2
+    assert "is a file, not a folder" in _error(capsys)

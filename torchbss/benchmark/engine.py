@@ -152,6 +152,12 @@ class EngineSettings:
         self.threads = threads
         self.name = str(cfg.get("name") or "benchmark")
         self.out_dir = Path(str(cfg.get("out_dir") or f"out/benchmark/{self.name}")).resolve()
+        existing = next((p for p in (self.out_dir, *self.out_dir.parents) if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            raise ValueError(
+                f"out_dir={self.out_dir}: {existing} is a file, not a folder; choose another "
+                "out_dir"
+            )
         self.overwrite = bool(cfg.get("overwrite", False))
         self.retry_failed = bool(cfg.get("retry_failed", True))
         self.dry_run = bool(cfg.get("dry_run", False))
