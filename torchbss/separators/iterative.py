@@ -51,7 +51,9 @@ permutes the demixing rows and the state to match.
 
 Degenerate input is documented rather than rejected: an all-zero mic channel or an all-zero
 mixture gives finite output (covariances are diagonally loaded, weights floored), and an
-all-zero mixture separates into all-zero sources.
+all-zero mixture separates into all-zero sources. The tracked cost can then be ``-inf`` for the
+OverIVA path (``n_src < mics`` with IP1): its background rows span the silent channel, whose
+mixture covariance is singular, so ``log |det W|`` is unbounded; the sources stay finite.
 """
 
 from __future__ import annotations
