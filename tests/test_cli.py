@@ -311,7 +311,7 @@ def test_cli_bad_input_found_by_an_audit(short_mixture, capsys):
     capsys.readouterr()
     assert main(["separate", str(d / "nan.wav"), "--method", "online-auxiva", "--out",
                  str(d / "n")]) == 2  # fmt: skip
-    assert "1 NaN/inf sample value(s)" in _error(capsys)
+    assert "(block 0, from sample 0) contains 1 NaN/inf value(s)" in _error(capsys)
     assert not (d / "n").exists() or not list((d / "n").iterdir())
 
 

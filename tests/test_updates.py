@@ -287,7 +287,7 @@ def test_public_updates_check_their_arguments():
             diagonal_loading(V[0], load)
         with pytest.raises(ValueError, match="load must be a finite float >= 0"):
             ip1_update(W, V, load=load)
-    with pytest.raises(ValueError, match="load must be a float >= 0"):
+    with pytest.raises(ValueError, match="load must be a finite float >= 0"):
         minimum_distortion(demix(W, X), W, load=-1.0)
     for rows in ([0], [0, 0, 1], [0, 1, 3]):
         with pytest.raises(ValueError, match="distinct row indices"):

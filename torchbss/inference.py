@@ -22,13 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchbss._validation import (
-    check_finite,
-    check_positive_int,
-    check_real_float,
-    check_tensor,
-    finite_items,
-)
+from torchbss._validation import check_finite, check_positive_int, check_real_float, check_tensor
 from torchbss.separators.base import SeparationResult
 from torchbss.separators.online.base import OnlineSeparator
 from torchbss.signal.stft import STFT, num_frames
@@ -233,15 +227,9 @@ def separate_file(
     block = check_positive_int(max(1, int(block_seconds * info.sample_rate)), "block samples")
     reader = io.iter_blocks(path, block, dtype=dtype)
 
-    def blocks():  # checked as io.load checks a whole file (no output is left on failure)
+    def blocks():  # each block checked as a whole-file input is (no output is left on failure)
         for i, b in enumerate(reader):
-            if not bool(finite_items(b)):
-                n_bad = int((~torch.isfinite(b)).sum())
-                raise ValueError(
-                    f"{str(path)!r} contains {n_bad} NaN/inf sample value(s) in its block {i} "
-                    f"(from sample {i * block}); expected finite audio"
-                )
-            yield b.to(device)
+            yield check_finite(b, f"{str(path)!r} (block {i}, from sample {i * block})").to(device)
 
     with io.MultiWriter(
         [Path(p) for p in outputs], info.sample_rate, subtype=subtype, overwrite=overwrite

@@ -35,6 +35,8 @@ separator) still gets a positive definite system with finite solves and finite g
 
 from __future__ import annotations
 
+import math
+
 import torch
 from einops import einsum
 
@@ -68,9 +70,7 @@ def default_floor(dtype: torch.dtype) -> float:
 def check_load(load: object) -> float:
     """A relative diagonal loading given as a number: finite and ``>= 0`` (a negative one would
     subtract from the diagonal, or, before this check, be silently taken as ``0``)."""
-    if isinstance(load, bool) or not isinstance(load, (int, float)):
-        raise TypeError(f"load must be a float >= 0 or a tensor, got {load!r}")
-    if not 0 <= load < float("inf"):
+    if isinstance(load, bool) or not isinstance(load, (int, float)) or not 0 <= load < math.inf:
         raise ValueError(f"load must be a finite float >= 0, got {load!r}")
     return float(load)
 

@@ -424,11 +424,9 @@ class _IterativeProjection(PackedUpdate):
     """Shared configuration of IP1 and IP2."""
 
     def __init__(self, load: float = DEFAULT_LOAD, eps: float = 1e-12) -> None:
-        if isinstance(load, bool) or not isinstance(load, (int, float)) or not load >= 0:
-            raise ValueError(f"load must be a float >= 0, got {load!r}")
+        self.load = check_load(load)
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
             raise ValueError(f"eps must be a float > 0, got {eps!r}")
-        self.load = float(load)
         self.eps = float(eps)
 
     def _config(self) -> dict[str, Any]:

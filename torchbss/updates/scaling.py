@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from torchbss._validation import check_positive_int
+from torchbss.updates.covariance import check_load
 
 __all__ = ["projection_back", "minimum_distortion"]
 
@@ -75,8 +76,7 @@ def minimum_distortion(
     """
     M = W.shape[-1]
     _check_ref_mic(ref_mic, M, "mics of W")
-    if isinstance(load, bool) or not isinstance(load, (int, float)) or not load >= 0:
-        raise ValueError(f"load must be a float >= 0, got {load!r}")
+    load = check_load(load)
     if W.shape[-2] != M or Y.shape[-3] > M or Y.shape[-2] != W.shape[-3]:
         raise ValueError(
             f"W must be (..., freq, mics, mics) with freq = that of Y (..., sources <= mics, "
