@@ -13,8 +13,9 @@ alignment for frequency-domain ICA):
    scale-free per frame and bin, and bins of one source rise and fall together;
 2. each bin's ratio is centred and normalised over the (valid) frames: ``z_kf`` (unit norm);
 3. a *centroid* per output slot, ``c_k = sum_f w_f z_{pi_f(k) f}`` (normalised), with bin weights
-   ``w_f = log(1 + E_f / median_f E_f)`` (``E_f`` the bin's output energy), so that the
-   loud bins that carry the signal decide, not the many quiet high bins;
+   ``w_f = log(1 + E_f / median_f E_f)`` (``E_f`` the bin's output energy; the ratio at most the
+   dtype's largest value), so that the loud bins that carry the signal decide, not the many
+   quiet high bins;
 4. every bin takes the permutation ``pi_f`` that maximises ``sum_k <c_k, z_{pi_f(k) f}>``
    (exact; :func:`~torchbss.metrics.solve_permutation`), and 3-4 repeat until no bin changes.
 
@@ -152,7 +153,11 @@ def power_features(
         z.sub_(mean.reshape(*mean.shape[:-2], n_freq, n_src, 1)).mul_(mask)
     z.div_(torch.linalg.vector_norm(z, dim=-1, keepdim=True).clamp_min_(tiny))
     median = energy.median(-1, keepdim=True).values.clamp_min(tiny)
-    return z, torch.log1p(energy / median)
+    # the ratio is clamped at the dtype's largest value: with more than half of the bins silent
+    # the median sits at ``tiny``, and any bin above ~4 (float32) would overflow to an inf weight
+    # (NaN scores, an arbitrary permutation). Below the largest value the clamp changes nothing
+    ratio = (energy / median).clamp_max_(torch.finfo(real).max)
+    return z, ratio.log1p_()
 
 
 def cluster_permutation(z: torch.Tensor, weight: torch.Tensor, max_rounds: int) -> torch.Tensor:
