@@ -18,6 +18,10 @@ frame ``t`` only its own weights, so the rest of the algorithm (the spatial upda
 sizes, the realignment) is unchanged. No learned weight model can do better than knowing the
 sources; the gap between ``oracle_*`` and ``default`` is what a source model can add at this
 spatial update. Writes ``bench/results/heldout_oracle_weights.json``.
+
+``--voices synthetic`` runs the same rooms with the eight espeak-ng voices the shipped model was
+trained on (:data:`bench.validation.dataset.VOICES`; rooms still unseen) and writes
+``heldout_oracle_weights_synthetic.json``: how much of the gap is the voices, how much the model.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from torch import nn
 
 import torchbss
 from bench._common import write_json
-from bench.validation.dataset import CASES, ValidationMixture, load_mixture, room_indices
+from bench.validation.dataset import CASES, VOICES, ValidationMixture, load_mixture, room_indices
 from bench.validation.run import _STFT, COLLAPSE_DB, mixture_stft, score_estimates
 from torchbss.export import pretrained
 
@@ -62,10 +66,10 @@ def oracle_weights(images: torch.Tensor, kind: str, floor: float) -> torch.Tenso
     return 1.0 / (P + floor * P.mean((-2, -1), keepdim=True))
 
 
-def run_room(case: str, room: int, floor: float) -> tuple[str, int, list]:
+def run_room(case: str, room: int, floor: float, voices: str) -> tuple[str, int, list]:
     """:func:`method_scores` of a validation room, in a worker (one thread)."""
     torch.set_num_threads(1)
-    return case, room, method_scores(load_mixture(case, room), floor)
+    return case, room, method_scores(load_mixture(case, room, voices=voices), floor)
 
 
 def method_scores(item: ValidationMixture, floor: float) -> list[list[float]]:
@@ -107,27 +111,37 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rooms", type=int, default=60, help="val rooms per case")
     parser.add_argument("--floor", type=float, default=1e-2, help="oracle floor (x mean power)")
     parser.add_argument("--jobs", type=int, default=1, help="processes (one thread each)")
+    parser.add_argument(
+        "--voices", choices=sorted(VOICES), default="real", help="speakers of the rooms"
+    )
     args = parser.parse_args(argv)
-    tasks = [(case, room, args.floor) for case in CASES for room in room_indices("val", args.rooms)]
+    rooms = room_indices("val", args.rooms)
+    tasks = [(case, room, args.floor, args.voices) for case in CASES for room in rooms]
     with ProcessPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(run_room, *zip(*tasks)))
+    synthetic = args.voices == "synthetic"
+    voices = " with the synthetic training voices" if synthetic else ""
+    command = "python -m bench.heldout_oracle_weights --jobs 2" + (
+        f" --voices {args.voices}" if synthetic else ""
+    )
     tables = []
     for part, name in ((0, "whole signal"), (1, "second half")):
         tables.append(
             {
                 "title": f"Online ILRMA with oracle weights: the ceiling of a learned source "
-                f"model ({name}, {args.rooms} val rooms per case)",
+                f"model ({name}, {args.rooms} val rooms per case{voices})",
                 "rows": [summary(rows, case, part) for case in (*CASES, "all")],
                 "note": "SI-SDRi (dB) at mic 0, mean over sources, best permutation; collapsed "
                 "= runs below 2 dB; *_gain_db: paired mean gain over `default`. Oracle weights "
                 f"floored at {args.floor} x the source's mean power. "
-                "`python -m bench.heldout_oracle_weights --jobs 2`.",
+                f"`{command}`.",
             }
         )
     out = write_json(
-        "heldout_oracle_weights",
+        "heldout_oracle_weights" + ("_synthetic" if synthetic else ""),
         {
             "rooms_per_case": args.rooms,
+            "voices": args.voices,
             "floor": args.floor,
             "methods": list(METHODS),
             "tables": tables,

@@ -148,6 +148,31 @@ def test_cache_round_trip(tmp_path, speech_dir, built_2x2):
         assert item.meta == fresh.meta and item.split == "test"
 
 
+def test_synthetic_voices_render_the_same_rooms(tmp_path, speech_dir, built_2x2):
+    """``voices="synthetic"``: the room, array, positions, RT60 and SNR of the real-speech room,
+    with distinct espeak-ng speakers; cached under its own name, so the protocol's cached real
+    rooms are never taken for it (or it for them)."""
+    with pytest.raises(ValueError, match="voices must be one of"):
+        ds.list_speakers(speech_dir, "tts")
+    voices = ds.list_speakers(speech_dir, "synthetic")
+    assert len(voices) == 8 and all(v.startswith("espeak_") for v in voices)
+    item = ds.load_mixture(
+        "2x2", FAST_ROOM["2x2"], cache_dir=tmp_path, speech_dir=speech_dir, voices="synthetic"
+    )
+    assert (tmp_path / "synthetic_2x2_0001.pt").is_file()
+    assert not (tmp_path / "2x2_0001.pt").exists()
+    real = built_2x2.meta
+    assert len(set(item.meta["speakers"])) == 2 and set(item.meta["speakers"]) <= set(voices)
+    assert item.meta["voices"] == "synthetic" and "voices" not in real
+    for key in ("room_m", "mics_m", "sources_m", "rt60_s", "snr_db"):
+        assert item.meta[key] == real[key], key
+    assert not torch.equal(item.images, built_2x2.images)
+    again = ds.load_mixture(
+        "2x2", FAST_ROOM["2x2"], cache_dir=tmp_path, speech_dir=speech_dir, voices="synthetic"
+    )
+    assert torch.equal(again.mixture, item.mixture)
+
+
 def test_si_sdri_solves_the_permutation():
     g = torch.Generator().manual_seed(0)
     ref = torch.randn(3, 4000, generator=g, dtype=torch.float64)

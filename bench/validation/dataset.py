@@ -7,6 +7,11 @@ needed); a second one draws the speech windows, the onsets and the sensor noise.
 source simulation :func:`torchbss.data.simulate_mixture` renders it (equal-power images at mic 0,
 white sensor noise, common gain to a 0.9 peak). Built mixtures are cached as
 ``out/validation_cache/<case>_<index>.pt`` (float32) so reruns are fast.
+
+``voices="synthetic"`` renders the same rooms (geometry, RT60, SNR) with speakers drawn from
+the eight espeak-ng training voices instead of the real ones (cached as
+``synthetic_<case>_<index>.pt``): it tells what a trained model loses to unseen voices from what
+it loses to unseen rooms. It never chooses a default.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ __all__ = [
     "SAMPLE_RATE",
     "SEGMENT_SAMPLES",
     "SPLITS",
+    "VOICES",
     "ValidationMixture",
     "build_mixture",
     "default_cache_dir",
@@ -48,6 +54,8 @@ SEGMENT_SAMPLES = 8 * SAMPLE_RATE
 CASES: dict[str, tuple[int, int]] = {"2x2": (2, 2), "3x3": (3, 3), "2s4m": (2, 4)}
 SPLITS = ("val", "test")
 SPEAKER_PREFIXES = ("libri_", "arctic_")
+#: the speakers of a protocol's rooms: the real ones, or the synthetic training voices
+VOICES: dict[str, tuple[str, ...]] = {"real": SPEAKER_PREFIXES, "synthetic": ("espeak_",)}
 
 RT60_RANGE_S = (0.15, 0.5)
 SPACING_RANGE_M = (0.03, 0.15)
@@ -64,6 +72,7 @@ WALL_MARGIN_M = 0.5
 _BASE_SEED = 0x5EED_0000
 _CASE_OFFSET = {"2x2": 0, "3x3": 1, "2s4m": 2}
 _SIGNAL_SEED_OFFSET = 500_000  # speech windows, onsets and noise: a second generator
+_VOICE_SEED_OFFSET = 700_000  # the speakers of voices="synthetic" rooms: a third one
 
 
 def default_speech_dir() -> Path:
@@ -77,24 +86,24 @@ def default_cache_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "out" / "validation_cache"
 
 
-def list_speakers(speech_dir: Path | None = None) -> list[str]:
+def list_speakers(speech_dir: Path | None = None, voices: str = "real") -> list[str]:
     """Sorted ids of the real-speech utterances (``libri_*``, ``arctic_*``; one per speaker).
 
-    The synthetic ``espeak_*`` files are never used.
+    The synthetic ``espeak_*`` files are used only with ``voices="synthetic"`` (then only they).
 
     Raises:
-        FileNotFoundError: the folder is missing or holds fewer than 3 real utterances.
+        FileNotFoundError: the folder is missing or holds fewer than 3 utterances of ``voices``.
+        ValueError: ``voices`` is not a key of :data:`VOICES`.
     """
+    if voices not in VOICES:
+        raise ValueError(f"voices must be one of {sorted(VOICES)}, got {voices!r}")
     speech_dir = Path(speech_dir) if speech_dir is not None else default_speech_dir()
-    ids = sorted(
-        p.stem
-        for p in speech_dir.glob("*.flac")
-        if p.stem.startswith(SPEAKER_PREFIXES)  # never espeak_*
-    )
+    prefixes = VOICES[voices]
+    ids = sorted(p.stem for p in speech_dir.glob("*.flac") if p.stem.startswith(prefixes))
     if len(ids) < max(k for k, _ in CASES.values()):
+        wanted = ", ".join(f"{prefix}*.flac" for prefix in prefixes)
         raise FileNotFoundError(
-            f"need >= 3 real-speech utterances (libri_*.flac, arctic_*.flac) in {speech_dir}, "
-            f"found {ids}"
+            f"need >= 3 {voices}-speech utterances ({wanted}) in {speech_dir}, found {ids}"
         )
     return ids
 
@@ -252,20 +261,27 @@ def sample_room(case: str, index: int, speakers: list[str]) -> dict[str, Any]:
     return meta
 
 
-def build_mixture(case: str, index: int, speech_dir: Path | None = None) -> ValidationMixture:
+def build_mixture(
+    case: str, index: int, speech_dir: Path | None = None, voices: str = "real"
+) -> ValidationMixture:
     """Render room ``index`` of ``case`` (deterministic; no cache).
 
     Args:
         case: ``"2x2"``, ``"3x3"`` or ``"2s4m"``.
         index: room index ``>= 0`` (even: ``"val"``, odd: ``"test"``).
         speech_dir: folder of the utterances (default :func:`default_speech_dir`).
+        voices: ``"real"`` (the protocol) or ``"synthetic"`` (same rooms, the training voices).
 
     Returns:
         A :class:`ValidationMixture` (float32 signals, 8 s at 16 kHz).
     """
     speech_dir = Path(speech_dir) if speech_dir is not None else default_speech_dir()
-    speakers = list_speakers(speech_dir)
-    meta = sample_room(case, index, speakers)
+    meta = sample_room(case, index, list_speakers(speech_dir))
+    if voices != "real":  # the same room, its speakers drawn again from the other voices
+        others = list_speakers(speech_dir, voices)
+        g = torch.Generator().manual_seed(room_seed(case, index) + _VOICE_SEED_OFFSET)
+        order = torch.randperm(len(others), generator=g)[: len(meta["speakers"])].tolist()
+        meta["speakers"] = [others[i] for i in order]
     g = torch.Generator().manual_seed(room_seed(case, index) + _SIGNAL_SEED_OFFSET)
     signals, starts, onsets = [], [], []
     for spk in meta["speakers"]:
@@ -287,6 +303,8 @@ def build_mixture(case: str, index: int, speech_dir: Path | None = None) -> Vali
     meta["window_start_s"] = starts
     meta["onset_samples"] = onsets
     meta["protocol_version"] = PROTOCOL_VERSION
+    if voices != "real":  # (the cached real rooms stay as they were)
+        meta["voices"] = voices
     return ValidationMixture(
         case=case,
         index=index,
@@ -303,19 +321,22 @@ def load_mixture(
     *,
     cache_dir: Path | None = None,
     speech_dir: Path | None = None,
+    voices: str = "real",
 ) -> ValidationMixture:
-    """:func:`build_mixture`, cached as ``<cache_dir>/<case>_<index:04d>.pt``.
+    """:func:`build_mixture`, cached as ``<cache_dir>/<case>_<index:04d>.pt`` (with
+    ``voices="synthetic"``: ``synthetic_<case>_<index:04d>.pt``).
 
     A cached file written by another :data:`PROTOCOL_VERSION` is rebuilt. The file is written
     to a temporary name and renamed, so an interrupted run never leaves a truncated cache entry.
     """
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = cache_dir / f"{case}_{index:04d}.pt"
+    prefix = "" if voices == "real" else f"{voices}_"
+    path = cache_dir / f"{prefix}{case}_{index:04d}.pt"
     if path.is_file():
         data = torch.load(path, weights_only=True)
         if data["meta"].get("protocol_version") == PROTOCOL_VERSION:
             return ValidationMixture(case, index, split_of(index), **data)
-    item = build_mixture(case, index, speech_dir)
+    item = build_mixture(case, index, speech_dir, voices)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     torch.save({"mixture": item.mixture, "images": item.images, "meta": item.meta}, tmp)
