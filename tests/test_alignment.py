@@ -75,7 +75,7 @@ def test_band_limited_input_in_float32_keeps_finite_weights(speech_stft):
     S[:, 100:] = 0  # 61 % of the 257 bins silent
     bands = [(20, 60)]
     Y = (_crossed(S, bands) * 1e3).to(torch.complex64)  # loud enough: E_f > 4 overflows
-    _, weight = power_features((Y.abs() ** 2))
+    _, weight = power_features(Y.abs() ** 2)
     assert bool(torch.isfinite(weight).all()) and float(weight[:100].min()) > 50.0
     perm = frequency_permutation(Y)
     truth = torch.arange(2).expand(S.shape[1], 2).clone()

@@ -229,6 +229,19 @@ def test_separate_writes_a_listening_report(short_mixture, capsys):
     assert main([*cmd, "--report", str(d / "rep")]) == 0
     page = (d / "rep" / "index.html").read_text()
     assert "<audio" in page and "mix" in page
+    # a non-empty folder that is not a report is refused up front with --overwrite too (it
+    # was refused only after the separation)
+    assert main([*cmd, "--report", str(d / "busy"), "--overwrite"]) == 2
+    assert "not a torchbss report" in _error(capsys)
+    # the report folder must not be (or hold) the output folder: replacing the report deleted
+    # the separated files, and the command exited 0
+    for report in (d / "rep", d):
+        assert main([*cmd[:-1], str(d / "rep"), "--report", str(report), "--overwrite"]) == 2
+        assert "holds the output folder" in _error(capsys)
+    assert (d / "rep" / "index.html").is_file()
+    assert main(["separate", str(d / "mix.wav"), "--checkpoint", str(d / "x.pt"), "--method",
+                 "ilrma"]) == 2  # fmt: skip
+    assert "both name the separator" in _error(capsys)
 
 
 def test_separate_writes_source_images_that_sum_to_the_mixture(short_mixture):

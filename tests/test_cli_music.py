@@ -78,3 +78,43 @@ def test_music_errors_are_one_line(tiny, capsys, monkeypatch):
     assert "applies to music models" in _error(capsys)
     monkeypatch.setenv("TORCHBSS_ALLOW_UNTRAINED", "1")  # tests only: random weights
     assert main([*base, "--mono-to-stereo"]) == 0
+
+
+def test_music_flags_and_outputs_are_checked_before_the_song_is_separated(tiny, capsys):
+    """BSS-only flags were ignored (--report wrote nothing and exited 0), an empty --stems
+    wrote nothing and exited 0, a bad --subtype failed after the separation."""
+    base = ["separate", str(tiny / "song.wav"), str(tiny / "o"), "--model",
+            str(tiny / "tiny.yaml"), "--checkpoint", str(tiny / "tiny.ckpt")]  # fmt: skip
+    for extra in (["--report", str(tiny / "r")], ["--n-fft", "1024"], ["--images"],
+                  ["--method", "ilrma"], ["--ref-mic", "1"]):  # fmt: skip
+        assert main([*base, *extra]) == 2
+        assert "apply to the BSS methods" in _error(capsys)
+    assert main([*base, "--stems", ","]) == 2
+    assert "names no stem" in _error(capsys)
+    assert main([*base, "--stems", "vocals,vocals"]) == 2
+    assert "more than once" in _error(capsys)
+    assert main([*base, "--subtype", "vorbis"]) == 2
+    assert "subtype" in _error(capsys)
+    assert not (tiny / "o").exists() and not (tiny / "r").exists()
+
+
+def test_a_checkpoint_with_nan_weights_writes_no_stem(tiny, capsys):
+    """NaN stems from the model: one error naming them and the checkpoint, and no stem written
+    (three of four were written, then the input was blamed)."""
+    cfg = yaml.safe_load((tiny / "tiny.yaml").read_text())
+    cfg["training"]["instruments"] = ["vocals", "other"]
+    cfg["training"]["target_instrument"] = None
+    cfg["model"]["num_stems"] = 2
+    (tiny / "two.yaml").write_text(yaml.safe_dump(cfg))
+    from torchbss.models import from_config
+
+    state = from_config(tiny / "two.yaml").model.state_dict()
+    head = [k for k in state if "mask_estimators.1" in k and k.endswith(".bias")][-1]
+    state[head] = torch.full_like(state[head], float("nan"))  # only the second stem's head
+    torch.save(state, tiny / "nan.ckpt")
+    cmd = ["separate", str(tiny / "song.wav"), str(tiny / "o"), "--model", str(tiny / "two.yaml"),
+           "--checkpoint", str(tiny / "nan.ckpt")]  # fmt: skip
+    assert main(cmd) == 2
+    message = _error(capsys)
+    assert "stem(s) ['other']" in message and "checkpoint" in message
+    assert not (tiny / "o").exists()

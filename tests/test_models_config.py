@@ -152,6 +152,67 @@ def test_layout_changing_options_are_errors() -> None:
         from_config({"audio": {}})
 
 
+def _with(section: str, **values) -> dict:
+    config = _minimal()
+    config[section] = {**config.get(section, {}), **values}
+    return config
+
+
+@pytest.mark.parametrize(
+    ("config", "match"),
+    [
+        # YAML reads 1e-5 (no dot) as a string: it failed inside torch at the first forward
+        (_minimal(rms_norm_eps="1e-5"), r"rms_norm_eps='1e-5' must be a number.*write 1\.0e-5"),
+        (_minimal(stereo="false"), "stereo='false' must be true or false"),  # was stereo
+        (_minimal(mask_estimator_depth="2"), "mask_estimator_depth='2' must be an integer"),
+        (_minimal(attn_dropout=2.0), r"attn_dropout=2.0 must be a number in \[0, 1\)"),
+        (_minimal(linear_transformer_depth=-1), "must be an integer >= 0"),
+        (_with("inference", normalize="false"), "normalize option must be true or false"),
+        (_with("inference", num_overlap=0), "num_overlap must be an integer >= 1"),  # was 0.5
+        (_with("inference", num_overlap=0.5), "num_overlap must be an integer >= 1"),
+        (_with("audio", num_channels=3), "num_channels must be 1 or 2"),  # was mono
+        (_with("audio", num_channels=1), "num_channels=1 contradicts model.stereo=True"),
+        (_with("audio", chunk_size=4096.7), "chunk size must be a positive integer"),  # was 4096
+        (_with("audio", sample_rate=0), "sample rate must be a positive integer"),
+        (
+            _with("training", target_instrument=None, instruments=["vocals", "vocals"])
+            | {"model": _minimal(num_stems=2)["model"]},
+            "distinct",
+        ),  # fmt: skip
+        (_with("training", target_instrument="../vocals"), "without path separators"),
+    ],
+)
+def test_config_values_are_checked_before_the_model_is_built(config, match) -> None:
+    """Each of these was taken as something else (a string as true, 0 overlaps as 0.5, a
+    fractional chunk truncated, a duplicate stem name found after the whole song), or failed
+    deep inside torch."""
+    with pytest.raises(ValueError, match=match):
+        from_config(config)
+
+
+def test_splifft_values_are_checked() -> None:
+    base = {"model": {"dim": 16, "depth": 1, "chunk_size": 4096, "stft_hop_length": 128,
+                      "band_config": {"kind": "mel", "num_bands": 8, "stft_n_fft": 512},
+                      "output_stem_names": ["vocals"]},
+            "transform": {"n_fft": 512, "hop_length": 128}}  # fmt: skip
+    assert from_config(base).stems == ("vocals",)
+    bad = json.loads(json.dumps(base))
+    bad["model"]["output_stem_names"] = "vocals"  # was six stems ('v', 'o', 'c', ...)
+    with pytest.raises(ValueError, match="output_stem_names must be a list"):
+        from_config(bad)
+    bad = json.loads(json.dumps(base))
+    del bad["model"]["chunk_size"]
+    with pytest.raises(ValueError, match="has no chunk_size"):
+        from_config(bad)
+    bad = json.loads(json.dumps(base))
+    bad["model"]["mask_estimator_depth"] = 0  # was reported as -1
+    with pytest.raises(ValueError, match="mask_estimator_depth must be an integer >= 2.*got 0"):
+        from_config(bad)
+    bad["model"]["band_config"] = None
+    with pytest.raises(ValueError, match="band_config must be a mapping"):
+        from_config(bad)
+
+
 def test_harmless_options_warn_or_pass() -> None:
     with pytest.warns(UserWarning, match="sage_attention"):
         spec = from_config(_minimal(sage_attention=True, flash_attn=False))

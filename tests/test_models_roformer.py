@@ -418,6 +418,15 @@ def test_bad_inputs_have_clear_errors() -> None:
         separate_song(model, torch.randn(1, 8000), chunk_size=2048)
     with pytest.raises(ValueError, match="shorter than the model's STFT"):
         separate_song(model, torch.randn(2, 8000), chunk_size=256)
+    # checked before the song is separated: a string was split into one-letter names, a
+    # duplicate name was found after the whole song, a float chunk was called too short
+    for names in ("ab", ["a", "a"]):
+        with pytest.raises(ValueError, match="distinct, non-empty names"):
+            separate_song(model, torch.randn(2, 8000), chunk_size=2048, stem_names=names)
+    with pytest.raises(ValueError, match="name the model's 2 output"):
+        separate_song(model, torch.randn(2, 8000), chunk_size=2048, stem_names=["a"])
+    with pytest.raises(TypeError, match="chunk_size must be an int"):
+        separate_song(model, torch.randn(2, 8000), chunk_size=2048.0)
 
 
 def test_load_checkpoint_wrappers_and_mismatch(tmp_path: Path) -> None:

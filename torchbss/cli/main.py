@@ -279,6 +279,11 @@ def _stem_rules(text: str | None, stems: tuple[str, ...]) -> tuple[list[str], di
     if not text:
         return list(stems), {}
     wanted = [t.strip() for t in text.split(",") if t.strip()]
+    if not wanted:
+        raise CLIError(f"--stems {text!r} names no stem; this model outputs {list(stems)}")
+    twice = sorted({name for name in wanted if wanted.count(name) > 1})
+    if twice:
+        raise CLIError(f"--stems names {twice} more than once")
     derived = {}
     for name in wanted:
         if name in stems:
@@ -300,12 +305,16 @@ def cmd_separate_music(args: argparse.Namespace) -> int:
     from torchbss import io
     from torchbss.models import from_config, load_checkpoint, separate_song
 
-    for flag in ("n_iter", "align"):
-        if getattr(args, flag) is not None:
-            raise CLIError(
-                f"--{flag.replace('_', '-')} applies to the BSS methods (--method), not to music "
-                "models (--model)"
-            )
+    bss_only = ("method", "n_iter", "align", "n_fft", "hop", "n_src", "ref_mic", "block_seconds",
+                "report")  # fmt: skip
+    given = [flag for flag in bss_only if getattr(args, flag) is not None]
+    if args.images:
+        given.append("images")
+    if given:
+        flags = ", ".join(f"--{flag.replace('_', '-')}" for flag in given)
+        raise CLIError(
+            f"{flags} apply to the BSS methods (--method), not to music models (--model)"
+        )
     spec = from_config(args.model)
     if args.checkpoint is None and os.environ.get("TORCHBSS_ALLOW_UNTRAINED") != "1":
         raise CLIError(
@@ -331,7 +340,7 @@ def cmd_separate_music(args: argparse.Namespace) -> int:
     out = Path(args.out)
     stem = Path(args.input).stem
     paths = {name: out / f"{stem}_{name}.wav" for name in wanted}
-    io.check_output_paths(list(paths.values()), overwrite=args.overwrite)
+    io.check_output_paths(list(paths.values()), overwrite=args.overwrite, subtype=args.subtype)
     device = resolve_device(args.device)
     if args.checkpoint is not None:
         load_checkpoint(spec.model, args.checkpoint)
@@ -369,6 +378,12 @@ def cmd_separate(args: argparse.Namespace) -> int:
         args.out = args.out_dir
     if args.model is not None:
         return cmd_separate_music(args)
+    if args.checkpoint is not None and args.method is not None and args.method not in SHIPPED:
+        raise CLIError(
+            f"--method {args.method} and --checkpoint {args.checkpoint} both name the separator; "
+            "give one"
+        )
+    args.method = args.method or "auxiva"
     for flag in ("stems", "overlap", "batch_size"):
         if getattr(args, flag) is not None:
             raise CLIError(f"--{flag.replace('_', '-')} applies to music models (--model)")
@@ -415,7 +430,7 @@ def cmd_separate(args: argparse.Namespace) -> int:
     if args.images and wsep.input_domain != "stft":
         raise CLIError("--images needs an STFT-domain separator (the images are per mic STFTs)")
     if args.report is not None:
-        _check_report_dir(Path(args.report), args.overwrite)
+        _check_report_dir(Path(args.report), args.overwrite, out)
     t0 = time.perf_counter()
     online = isinstance(wsep.separator, OnlineSeparator) and not args.images
     if args.block_seconds is not None and not online:
@@ -468,12 +483,22 @@ def _write_images(wsep, res, mix: torch.Tensor, paths: list[Path], fs: int, args
         io.save(path, images[k].float(), fs, subtype=args.subtype, overwrite=args.overwrite)
 
 
-def _check_report_dir(folder: Path, overwrite: bool) -> None:
-    """Refuse a report folder that would be refused after the work (checked up front)."""
-    if folder.exists() and not folder.is_dir():
-        raise CLIError(f"--report {folder}: is a file, not a folder")
-    if folder.is_dir() and any(folder.iterdir()) and not overwrite:
-        raise CLIError(f"--report {folder}: the folder is not empty; pass --overwrite to replace")
+def _check_report_dir(folder: Path, overwrite: bool, out: Path) -> None:
+    """Refuse up front a report folder that the report writer would refuse after the work, or
+    whose replacement would delete the separated files (the output folder or one above it)."""
+    from torchbss.report import check_report_target
+
+    report, outputs = folder.resolve(), out.resolve()
+    if outputs == report or report in outputs.parents:
+        raise CLIError(
+            f"--report {folder}: the report folder holds the output folder {out}, and writing "
+            "the report replaces it; choose a report folder outside the outputs (e.g. "
+            f"{out / 'report'})"
+        )
+    try:
+        check_report_target(folder, overwrite)
+    except FileExistsError as err:
+        raise CLIError(f"--report {folder}: {err}") from None
 
 
 def _write_separation_report(args: argparse.Namespace, paths: list[Path], elapsed: float) -> Path:
@@ -589,7 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="multichannel .wav/.flac/.ogg file (a song with --model)")
     p.add_argument("out_dir", nargs="?", default=None, help="output folder (same as --out)")
     p.add_argument("--out", default="out/separated", help="output folder")
-    p.add_argument("--method", default="auxiva", choices=methods)
+    p.add_argument("--method", default=None, choices=methods, help="BSS method (default auxiva)")
     p.add_argument("--checkpoint", "--params", dest="checkpoint", default=None,
                    help="an exported trained separator (.pt) instead of --method")  # fmt: skip
     p.add_argument("--n-src", type=_positive_int, default=None,

@@ -188,7 +188,10 @@ def _model_type(config: dict[str, Any], model: dict[str, Any], requested: str | 
 def _from_splifft(config: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """Translate a splifft JSON config into (model_type, constructor kwargs, metadata)."""
     model = dict(config["model"])
-    band = dict(model.pop("band_config", {"kind": "fixed"}))
+    band = model.pop("band_config", {"kind": "fixed"})
+    if not isinstance(band, dict):
+        raise ValueError(f"the config's model.band_config must be a mapping, got {band!r}")
+    band = dict(band)
     kind = band.pop("kind", "fixed")
     transform = config.get("transform") or {}
     n_fft = transform.get("n_fft", 2048)
@@ -199,7 +202,13 @@ def _from_splifft(config: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str
         kwargs["sample_rate"] = band.pop("sample_rate", 44100)
         n_fft = band.pop("stft_n_fft", n_fft)
         # splifft's mel MLP depth counts linear layers; the community's counts hidden layers
-        kwargs["mask_estimator_depth"] = model.pop("mask_estimator_depth", 2) - 1
+        depth = model.pop("mask_estimator_depth", 2)
+        if not (isinstance(depth, int) and not isinstance(depth, bool) and depth >= 2):
+            raise ValueError(
+                f"the config's mask_estimator_depth must be an integer >= 2 for a Mel-RoFormer "
+                f"(splifft counts the linear layers), got {depth!r}"
+            )
+        kwargs["mask_estimator_depth"] = depth - 1
         if model.pop("norm_output", True) is not True:
             raise ValueError("a Mel-RoFormer with norm_output=false is not a community layout")
     elif kind == "fixed":
@@ -218,7 +227,13 @@ def _from_splifft(config: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str
             f"mask_estimator kind {head.get('kind')!r} (a non-standard head) is not supported; "
             "torchbss implements the community 'baseline' mask estimator"
         )
-    stems = tuple(model.pop("output_stem_names"))
+    missing = [key for key in ("output_stem_names", "chunk_size") if key not in model]
+    if missing:
+        raise ValueError(f"the splifft config's model section has no {' or '.join(missing)}")
+    stems = model.pop("output_stem_names")
+    if not isinstance(stems, (list, tuple)):
+        raise ValueError(f"the config's output_stem_names must be a list of names, got {stems!r}")
+    stems = tuple(stems)
     chunk_size = model.pop("chunk_size")
     if "ff_mult" in model:
         if model.pop("ff_mult") != 4:
@@ -284,18 +299,76 @@ def _from_msst(config: dict[str, Any], model_type: str) -> tuple[dict[str, Any],
         raise ValueError("a Mel-RoFormer config must not set freqs_per_bands (it uses num_bands)")
     if model_type == "bs_roformer" and "num_bands" in model:
         raise ValueError("a BS-RoFormer config must not set num_bands (it uses freqs_per_bands)")
-    if "stereo" not in model and audio.get("num_channels") is not None:
-        model["stereo"] = int(audio["num_channels"]) == 2
+    channels = audio.get("num_channels")
+    if channels is not None:
+        if channels not in (1, 2) or isinstance(channels, bool):
+            raise ValueError(f"the config's audio.num_channels must be 1 or 2, got {channels!r}")
+        if "stereo" not in model:
+            model["stereo"] = channels == 2
+        elif model["stereo"] is not (channels == 2):
+            raise ValueError(
+                f"the config's audio.num_channels={channels} contradicts model.stereo="
+                f"{model['stereo']!r}"
+            )
     num_overlap = inference.get("num_overlap")
+    if num_overlap is not None and not (
+        isinstance(num_overlap, int) and not isinstance(num_overlap, bool) and num_overlap >= 1
+    ):
+        raise ValueError(
+            f"the config's inference.num_overlap must be an integer >= 1 (chunks covering each "
+            f"sample), got {num_overlap!r}"
+        )
     meta = {
         "stems": _msst_stems(config, int(model.get("num_stems", 1))),
         "chunk_size": inference.get("chunk_size", audio.get("chunk_size")),
         "sample_rate": audio.get("sample_rate", model.get("sample_rate", 44100)),
-        "overlap": 1.0 - 1.0 / num_overlap if num_overlap else None,
+        "overlap": 1.0 - 1.0 / num_overlap if num_overlap is not None else None,
         "batch_size": inference.get("batch_size"),
         "normalize": inference.get("normalize"),
     }
     return model, meta
+
+
+_YAML_NUMBER_HINT = " (YAML reads a number such as 1e-5, without a dot, as a string: write 1.0e-5)"
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def _check_meta(meta: dict[str, Any]) -> None:
+    """The inference settings read from a config: stems, chunk, rate, overlap, batch, normalize."""
+    stems = meta["stems"]
+    if (
+        not all(isinstance(name, str) and name.strip() for name in stems)
+        or len(set(stems)) != len(stems)
+        or "mixture" in stems
+        or any("/" in name or "\\" in name for name in stems)
+    ):
+        raise ValueError(
+            f"the config's output stems must be distinct, non-empty names other than 'mixture' "
+            f"and without path separators (a list, e.g. [vocals, other]), got {list(stems)}"
+        )
+    for key, where in (("chunk_size", "chunk size"), ("sample_rate", "sample rate")):
+        value = meta[key]
+        if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+            raise ValueError(
+                f"the config's {where} must be a positive integer, got {value!r}"
+                + (_YAML_NUMBER_HINT if isinstance(value, str) else "")
+            )
+    batch = meta["batch_size"]
+    if batch is not None and not (isinstance(batch, int) and not isinstance(batch, bool)
+                                  and batch > 0):  # fmt: skip
+        raise ValueError(
+            f"the config's inference batch_size must be a positive integer, got {batch!r}"
+        )
+    overlap = meta["overlap"]
+    if overlap is not None and not (_is_number(overlap) and 0 <= overlap < 1):
+        raise ValueError(f"the config's chunk overlap must be a number in [0, 1), got {overlap!r}")
+    if meta["normalize"] is not None and not isinstance(meta["normalize"], bool):
+        raise ValueError(
+            f"the config's normalize option must be true or false, got {meta['normalize']!r}"
+        )
 
 
 def _check_options(model_type: str, kwargs: dict[str, Any]) -> None:
@@ -315,6 +388,30 @@ def _check_options(model_type: str, kwargs: dict[str, Any]) -> None:
             "or computation in ways torchbss does not implement; supported options: "
             f"{sorted(accepted)}"
         )
+    params = inspect.signature(cls.__init__).parameters
+    for key, value in kwargs.items():
+        default = params[key].default
+        if key == "rms_norm_eps" or isinstance(default, float):
+            expected, ok = (
+                "a number",
+                _is_number(value) or (key == "rms_norm_eps" and value is None),
+            )
+            if ok and value is not None and not (value > 0 or "dropout" in key and value == 0):
+                expected, ok = "a number > 0", False
+            if ok and "dropout" in key and not value < 1:
+                expected, ok = "a number in [0, 1)", False
+        elif isinstance(default, bool):
+            expected, ok = "true or false", isinstance(value, bool)
+        elif isinstance(default, int) or default is inspect.Parameter.empty:
+            expected = "an integer >= 0"
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        else:
+            continue
+        if not ok:
+            raise ValueError(
+                f"the config's model option {key}={value!r} must be {expected}"
+                + (_YAML_NUMBER_HINT if isinstance(value, str) else "")
+            )
 
 
 def from_config(
@@ -352,9 +449,10 @@ def from_config(
     _check_options(name, kwargs)
     if "dim" not in kwargs or "depth" not in kwargs:
         raise ValueError("the config's model section must give at least 'dim' and 'depth'")
-    model = MODEL_TYPES[name](**kwargs).eval()
     if meta["chunk_size"] is None:
         raise ValueError("the config gives no chunk size (audio.chunk_size)")
+    _check_meta(meta)
+    model = MODEL_TYPES[name](**kwargs).eval()
     return ConfiguredModel(
         model=model,
         model_type=name,

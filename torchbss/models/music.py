@@ -131,8 +131,25 @@ def separate_song(
                 f"the model expects {expected} channel(s) but the song has {channels} (audio of "
                 f"shape {tuple(audio.shape)}); downmix or pick a model for {channels} channels"
             )
+    if isinstance(stem_names, str) or (
+        stem_names is not None
+        and (
+            not all(isinstance(name, str) and name for name in stem_names)
+            or len(set(stem_names)) != len(stem_names)
+        )
+    ):
+        raise ValueError(
+            f"stem_names must be a sequence of distinct, non-empty names, got {stem_names!r}"
+        )
+    n_outputs = getattr(model, "num_stems", None)
+    if stem_names is not None and isinstance(n_outputs, int) and len(stem_names) != n_outputs:
+        raise ValueError(
+            f"stem_names must name the model's {n_outputs} output(s), got {list(stem_names)}"
+        )
     n_fft = getattr(model, "n_fft", 1)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < n_fft:
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
+        raise TypeError(f"chunk_size must be an int (samples), got {chunk_size!r}")
+    if chunk_size < n_fft:
         raise ValueError(
             f"chunk_size={chunk_size!r} is shorter than the model's STFT (n_fft={n_fft}); use at "
             f"least {n_fft} samples, ideally the config's chunk_size"
@@ -179,6 +196,13 @@ def separate_song(
             f"{list(names)}"
         )
     stems = dict(zip(names, separated.unbind(0)))
+    broken = [name for name, stem in stems.items() if not bool(stem.isfinite().all())]
+    if broken:  # the song is finite (checked): the model or its precision made these
+        raise ValueError(
+            f"the model's output stem(s) {broken} hold NaN/inf values although the song is "
+            f"finite: check the checkpoint's weights (torch.isfinite on each tensor) or run at "
+            f"higher precision (precision={precision!r})"
+        )
     if not derived_stems:
         return stems
     return derive_stems(stems, mixture=audio.to(separated.dtype), rules=derived_stems)

@@ -11,9 +11,16 @@ Writing audio needs soundfile (``torchbss[io]``); the figures need matplotlib
 """
 
 from torchbss.report.example import ReportExample
-from torchbss.report.writer import MARKER, write_report
+from torchbss.report.writer import MARKER, check_report_target, write_report
 
-__all__ = ["ReportExample", "write_report", "screenshot", "find_chromium", "MARKER"]
+__all__ = [
+    "ReportExample",
+    "write_report",
+    "check_report_target",
+    "screenshot",
+    "find_chromium",
+    "MARKER",
+]
 
 
 def __getattr__(name: str):

@@ -40,7 +40,7 @@ from torchbss.report.html import (
     render_table,
 )
 
-__all__ = ["write_report", "MARKER"]
+__all__ = ["write_report", "check_report_target", "MARKER"]
 
 #: File that marks a folder as a torchbss report (only such a folder is replaced by ``overwrite``).
 MARKER = ".torchbss-report"
@@ -113,8 +113,15 @@ def _check_figures(figures: object) -> dict[str, Any]:
     return dict(figures)
 
 
-def _prepare_target(out_dir: Path, overwrite: bool) -> bool:
-    """Check that ``out_dir`` may be written; return whether it holds an old report to replace."""
+def check_report_target(out_dir: str | os.PathLike, overwrite: bool) -> bool:
+    """Check that :func:`write_report` may write ``out_dir``; return whether it holds an old
+    report to replace.
+
+    Raises:
+        FileExistsError: ``out_dir`` is a file, or a non-empty folder without ``overwrite``,
+            or a non-empty folder that is not a torchbss report.
+    """
+    out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise FileExistsError(f"report folder {str(out_dir)!r} exists and is not a folder")
     if not out_dir.exists() or not any(out_dir.iterdir()):
@@ -392,7 +399,7 @@ def write_report(
 
     _soundfile()  # fail before writing anything when soundfile is missing
     out_dir = Path(out_dir)
-    replace_old = _prepare_target(out_dir, overwrite)
+    replace_old = check_report_target(out_dir, overwrite)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = _sibling(out_dir, "tmp")
     tmp.mkdir()  # not tempfile.mkdtemp: the report gets the umask's permissions, not 0700
