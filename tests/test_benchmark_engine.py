@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -236,6 +237,39 @@ def test_summaries_of_empty_folders_say_so(tmp_path):
         summarize(tmp_path / "empty")
 
 
+def test_malformed_result_files_name_the_file_and_field(tmp_path):
+    """A hand-edited or foreign result file gave KeyError / AttributeError / statistics'
+    TypeError from inside the summary (a NaN metric crashed the median); it is now a
+    ValueError naming the file and what was wrong. A result with ``metrics: null`` counts."""
+    good = {"status": "ok", "spec": {"method": "auxiva", "variant": "auxiva", "item": "a"},
+            "metrics": {"mean": {"si_sdr_improvement": 4.0}}, "time_s": 0.1,
+            "real_time_factor": 0.05}  # fmt: skip
+    results = tmp_path / "results"
+    results.mkdir()
+    path = results / "k1.json"
+    cases = [
+        ([], "expected a JSON object"),
+        ({**good, "status": "OK"}, '\'status\' must be "ok" or "failed"'),
+        ({**good, "spec": {"method": "auxiva"}}, "'spec' must be an object"),
+        ({**good, "metrics": {"mean": {"si_sdr_improvement": "4.2"}}}, "must be a finite number"),
+        ({**good, "metrics": {"mean": {"si_sdr_improvement": float("nan")}}}, "finite number"),
+        ({**good, "real_time_factor": "fast"}, "'real_time_factor' must be a finite number"),
+    ]
+    for content, match in cases:
+        path.write_text(json.dumps(content))
+        with pytest.raises(ValueError, match=match) as err:
+            summarize(tmp_path, plots=False)
+        assert "k1.json" in str(err.value)
+    path.write_text(json.dumps({**good, "status": "failed", "metrics": None}))
+    (results / "k2.json").write_text(json.dumps({**good, "spec": {**good["spec"], "item": "b"}}))
+    summary = summarize(tmp_path, plots=False)
+    assert (summary.n_ok, summary.n_failed) == (1, 1)
+    assert summary.methods[0]["si_sdr_improvement_median"] == 4.0
+    (tmp_path / "plan.json").write_text(json.dumps({"name": "x"}))
+    with pytest.raises(ValueError, match="plan.json' is not a benchmark plan"):
+        summarize(tmp_path, plots=False)
+
+
 def test_summary_files_and_listening_report(tmp_path, data_folder):
     recipe = _recipe(tmp_path, data_folder)
     out = tmp_path / "out"
@@ -256,6 +290,11 @@ def test_summary_files_and_listening_report(tmp_path, data_folder):
     result = json.loads(next((out / "results").glob("*.json")).read_text())
     assert len(result["framewise"]["si_sdr"]) == 2  # frame-wise values per source
     assert result["metrics"]["format"] == "torchbss.MetricBundle/1"
+    # every estimate gone: the error gives each task's reason (it asked whether the folder of
+    # estimates was empty)
+    shutil.rmtree(out / "audio")
+    with pytest.raises(ValueError, match="no example to show.*FileNotFoundError"):
+        summarize(out, report=True, plots=False)
 
 
 @pytest.mark.slow

@@ -458,6 +458,13 @@ def test_load_checkpoint_wrappers_and_mismatch(tmp_path: Path) -> None:
     assert all(torch.equal(before[k], v) for k, v in other.state_dict().items())
     with pytest.raises(ValueError, match=r"unexpected key\(s\): extra.lora_A.*LoRA"):
         load_checkpoint(small_bs(), state | {"extra.lora_A": torch.zeros(1)})
+    # a Lightning checkpoint that also holds its loss's buffer: the prefix is still stripped
+    # and only that key is named (every key was listed as missing and unexpected)
+    lightning = {"state_dict": {f"model.{k}": v for k, v in state.items()}
+                 | {"loss_fn.window": torch.ones(3)}}  # fmt: skip
+    with pytest.raises(ValueError, match=r"unexpected key\(s\): loss_fn.window") as err:
+        load_checkpoint(small_bs(), lightning)
+    assert "missing" not in str(err.value) and len(str(err.value)) < 400
 
 
 def test_separate_song_identity_and_derived_stems() -> None:

@@ -176,7 +176,7 @@ def _row(key: str, spec: Mapping[str, Any], result: Mapping[str, Any] | None) ->
         "item": spec["item"],
         "status": "missing" if result is None else result["status"],
     }
-    means = (result or {}).get("metrics", {}).get("mean", {}) if result else {}
+    means = ((result.get("metrics") or {}).get("mean") or {}) if result else {}
     for m in SUMMARY_METRICS:
         row[m] = means.get(m)
     for k in ("n_sources", "n_mics"):
@@ -204,7 +204,7 @@ def _aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         }
         for m in SUMMARY_METRICS:
             agg[m] = _mean([r[m] for r in ok])
-        values = [r["si_sdr_improvement"] for r in ok if r["si_sdr_improvement"] is not None]
+        values = [v for r in ok if (v := r["si_sdr_improvement"]) is not None and math.isfinite(v)]
         agg["si_sdr_improvement_std"] = statistics.pstdev(values) if len(values) > 1 else None
         agg["si_sdr_improvement_median"] = statistics.median(values) if values else None
         for k in TIMING_FIELDS:
@@ -244,9 +244,20 @@ def _load(folder: Path, all_results: bool) -> tuple[str, list[tuple[str, dict, d
             f"benchmark folder {str(folder)!r} is empty: no result files in "
             f"{str(results_dir)!r}; run `torchbss benchmark out_dir={folder}` first"
         )
-    results = {p.stem: read_json(p) for p in found}
+    results = {p.stem: _checked_result(p, read_json(p)) for p in found}
     plan_path = folder / "plan.json"
     plan = read_json(plan_path) if plan_path.is_file() else None
+    if plan is not None and not (
+        isinstance(plan, dict)
+        and isinstance(plan.get("name"), str)
+        and isinstance(plan.get("keys"), list)
+        and all(isinstance(k, str) for k in plan["keys"])
+    ):
+        raise ValueError(
+            f"{str(plan_path)!r} is not a benchmark plan: expected an object with 'name' (text) "
+            "and 'keys' (a list of task keys); pass all_results=True (--all) to summarise the "
+            "result files alone"
+        )
     name = plan["name"] if plan else folder.name
     entries: list[tuple[str, dict, dict | None]] = []
     if plan is not None and not all_results:
@@ -268,6 +279,37 @@ def _load(folder: Path, all_results: bool) -> tuple[str, list[tuple[str, dict, d
             "tasks has a result yet"
         )
     return name, entries
+
+
+def _checked_result(path: Path, result: Any) -> dict[str, Any]:
+    """A result file's content, checked for what the summary reads (a ``ValueError`` naming the
+    file and the field otherwise: a hand-edited or foreign file is not a traceback)."""
+
+    def bad(what: str) -> ValueError:
+        return ValueError(f"{str(path)!r} is not a benchmark result: {what}")
+
+    if not isinstance(result, dict):
+        raise bad(f"expected a JSON object, got {type(result).__name__}")
+    if result.get("status") not in ("ok", "failed"):
+        raise bad(f'\'status\' must be "ok" or "failed", got {result.get("status")!r}')
+    spec = result.get("spec")
+    if not isinstance(spec, dict) or not all(k in spec for k in ("method", "variant", "item")):
+        raise bad("'spec' must be an object with 'method', 'variant' and 'item'")
+    metrics = result.get("metrics")
+    if metrics is not None and not (
+        isinstance(metrics, dict) and isinstance(metrics.get("mean", {}), dict)
+    ):
+        raise bad("'metrics' must be an object whose 'mean' is an object of numbers")
+    means = (metrics or {}).get("mean", {})
+    for key in (*SUMMARY_METRICS, *TIMING_FIELDS):
+        value = means.get(key) if key in SUMMARY_METRICS else result.get(key)
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+        ):
+            raise bad(f"{key!r} must be a finite number or null, got {value!r}")
+    return result
 
 
 def _figures(summary: Summary, folder: Path) -> dict[str, Path]:
@@ -330,7 +372,7 @@ def _report(summary: Summary, folder: Path, entries, max_examples: int, plots: b
     with_audio = [
         (k, s, r)
         for k, s, r in entries
-        if r is not None and r["status"] == "ok" and r.get("saved", {}).get("audio")
+        if r is not None and r["status"] == "ok" and (r.get("saved") or {}).get("audio")
     ]
     if not with_audio:
         raise ValueError(
@@ -363,29 +405,33 @@ def _report(summary: Summary, folder: Path, entries, max_examples: int, plots: b
         if result["sample_rate"] != sample_rate:
             skipped.append(key)
             continue
-        try:
+        try:  # an example that cannot be shown is left out, and the reason kept
             example = build_source(spec["data"]).load(spec["item"])
             estimates = torch.cat([io.load(folder / p)[0] for p in result["saved"]["audio"]])
-        except (OSError, ValueError) as err:
-            skipped.append(f"{key} ({err})")
-            continue
-        per_source = result["metrics"]["per_source"]
-        metrics = {m: per_source[m] for m in ("si_sdr_improvement", "si_sdr", "sdr", "sir", "sar")
-                   if m in per_source}  # fmt: skip
-        metrics = {
-            m: [float("nan") if v is None else v for v in vals] for m, vals in metrics.items()
-        }
-        metrics["real-time factor"] = result["real_time_factor"]
-        examples.append(
-            ReportExample(
-                name=f"{spec['item']} · {spec['variant']}",
-                mixture=example.mixture,
-                estimates=estimates,
-                references=example.reference,
-                metrics=metrics,
-                source_names=example.source_names,
-                ref_mic=spec["metrics"]["ref_mic"],
+            per_source = result["metrics"]["per_source"]
+            metrics = {m: per_source[m] for m in ("si_sdr_improvement", "si_sdr", "sdr", "sir",
+                                                  "sar") if m in per_source}  # fmt: skip
+            metrics = {
+                m: [float("nan") if v is None else v for v in vals] for m, vals in metrics.items()
+            }
+            metrics["real-time factor"] = result["real_time_factor"]
+            examples.append(
+                ReportExample(
+                    name=f"{spec['item']} · {spec['variant']}",
+                    mixture=example.mixture,
+                    estimates=estimates,
+                    references=example.reference,
+                    metrics=metrics,
+                    source_names=example.source_names,
+                    ref_mic=spec["metrics"]["ref_mic"],
+                )
             )
+        except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
+            skipped.append(f"{key} ({type(err).__name__}: {err})")
+    if not examples:
+        raise ValueError(
+            f"the listening report of {str(folder)!r} has no example to show; every task with "
+            f"saved audio was left out: {'; '.join(skipped)}"
         )
     rows = []
     for a in summary.methods:

@@ -264,16 +264,20 @@ def _unwrap(obj: Any) -> dict[str, torch.Tensor]:
 
 
 def _strip_prefixes(state: dict[str, torch.Tensor], expected: set[str]) -> dict[str, torch.Tensor]:
-    """Remove a ``module.``/``model.``/``_orig_mod.`` prefix every key has (DDP, Lightning,
-    torch.compile) when the model's own keys do not have it."""
+    """Remove a ``module.``/``model.``/``_orig_mod.`` prefix (DDP, Lightning, torch.compile)
+    when the model's own keys do not have it: from every key that has it, when more of the
+    model's keys are found that way than among the keys without it (a Lightning checkpoint
+    also holds e.g. its loss's buffers, which then remain, and are reported, unprefixed)."""
     changed = True
     while changed and state:
         changed = False
         for prefix in _PREFIXES:
-            if all(k.startswith(prefix) for k in state) and not any(
-                k.startswith(prefix) for k in expected
-            ):
-                state = {k[len(prefix) :]: v for k, v in state.items()}
+            if any(k.startswith(prefix) for k in expected):
+                continue
+            stripped = {k[len(prefix) :] for k in state if k.startswith(prefix)}
+            plain = {k for k in state if not k.startswith(prefix)}
+            if stripped and len(stripped & expected) >= max(len(plain & expected), 1):
+                state = {k.removeprefix(prefix): v for k, v in state.items()}
                 changed = True
     return state
 
