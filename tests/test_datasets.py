@@ -373,6 +373,15 @@ def test_speakers_from_folders_stems_and_lists(speech_dir, tmp_path):
     }
     with pytest.raises(ValueError, match=r"speakers \['nobody'\] are not in"):
         _small(speech_dir, speakers=["nobody", "spk1"])
+    # a misspelt exclusion left that (held-out) speaker in the data silently
+    with pytest.raises(ValueError, match=r"exclude_speakers \['spk0 '\] are not in"):
+        _small(speech_dir, exclude_speakers=["spk0 "])
+    # an infinite SNR or gain gave NaN mixtures (or none of the noise); rt60=50 asked for TB
+    for bad, match in (({"snr_db": (0.0, float("inf"))}, "snr_db must be finite"),
+                       ({"source_gain_db": float("-inf")}, "source_gain_db must be finite"),
+                       ({"rt60": 50.0}, "rt60 must be <= 2.0")):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            _small(speech_dir, **bad)
 
 
 def test_dynamic_mixing_errors_are_specific(speech_dir, tmp_path):
@@ -588,6 +597,16 @@ def test_epoch_sampler_gives_fresh_indices_per_epoch():
     assert list(fixed) == list(range(10))
     with pytest.raises(ValueError, match="positive integer"):
         EpochSampler(0)
+
+
+def test_epoch_sampler_gives_every_process_as_many_indices():
+    """7 examples on 2 processes: 3 each (the 7th of the epoch's order left out). With 4 and 3
+    the process with a batch fewer hung the other one in its next step's all_gather."""
+    single = list(EpochSampler(7, seed=3))
+    shards = [EpochSampler(7, seed=3, num_replicas=2, rank=r) for r in (0, 1)]
+    assert [len(s) for s in shards] == [3, 3]
+    got = [list(s) for s in shards]
+    assert got[0] == single[0:6:2] and got[1] == single[1:6:2]
 
 
 def direct_image_source_rir(

@@ -211,6 +211,19 @@ def test_pit_bad_inputs(generator):
         apply_permutation(ref, torch.zeros(3, 3, dtype=torch.int64))
 
 
+def test_mr_stft_loss_refuses_a_negative_eps():
+    """eps < 0 made the spectral convergence's denominator negative: a larger error scored a
+    smaller loss."""
+    from torchbss.losses import MultiResolutionSTFTLoss, multi_resolution_stft_l1
+
+    x = torch.randn(1, 4000)
+    for bad in (-1.0, 0.0, float("nan")):
+        with pytest.raises(ValueError, match="eps must be a positive finite"):
+            MultiResolutionSTFTLoss(eps=bad)
+        with pytest.raises(ValueError, match="eps must be a positive finite"):
+            multi_resolution_stft_l1(x, x, eps=bad)
+
+
 def test_loss_of_silent_estimate_is_finite():
     ref = torch.randn(2, 2, 300)
     est = torch.zeros(2, 2, 300, requires_grad=True)

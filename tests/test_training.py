@@ -14,7 +14,7 @@ pytest.importorskip("hydra")
 from test_configs import EXPERIMENTS, _compose  # noqa: E402
 
 from torchbss.export import load_separator  # noqa: E402
-from torchbss.lightning.entry import build_module, train  # noqa: E402
+from torchbss.lightning.entry import build_module, evaluate, train  # noqa: E402
 from torchbss.lightning.module import SeparationModule  # noqa: E402
 
 SMALL = [
@@ -119,6 +119,37 @@ def test_train_writes_a_run_folder_and_an_export_that_separates_alike(tmp_path, 
     x = torch.randn(2, 4000, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(wsep(x).sources, module(x[None])[0], rtol=1e-5, atol=1e-6)
+    # `torchbss eval checkpoint=<.ckpt>` scores the checkpoint's separator with its own STFT
+    # (it used the eval config's silently; the export always used its own), with a warning
+    test_data = ["data.num_workers=0", "data.dataset.segment_s=1.0", "data.test.length=2",
+                 "separator.n_iter=3", "experiment=neural_auxiva"]  # fmt: skip
+    scores = []
+    for model in (ckpt, tmp_path / "export.pt"):
+        eval_cfg = _compose([*test_data, f"checkpoint={model}", "stft.n_fft=512",
+                             "stft.hop_length=128"], tmp_path / "eval", config="eval")  # fmt: skip
+        with pytest.warns(UserWarning, match="trained with the STFT n_fft=256"):
+            scores.append(evaluate(eval_cfg)["test/si_sdr"])
+    assert scores[0] == pytest.approx(scores[1], abs=1e-4)
+    # and a run's checkpoint is a valid init_checkpoint (its prefix and buffers were refused)
+    init_cfg = ["experiment=neural_auxiva", "stft.n_fft=256", "stft.hop_length=64",
+                f"init_checkpoint={ckpt}"]  # fmt: skip
+    init = build_module(_compose(init_cfg, tmp_path / "init"))
+    for key, value in module.separator.state_dict().items():
+        torch.testing.assert_close(init.separator.state_dict()[key], value, rtol=0, atol=0)
+    # a second run into this folder would replace its export: refused before it starts
+    with pytest.raises(ValueError, match="already holds an earlier run"):
+        train(cfg)
+
+
+def test_no_training_step_is_an_error_not_an_export(tmp_path, data_dir):
+    """max_epochs=0 (or a training set smaller than one batch) exported the initial weights,
+    tested them, and exited 0."""
+    base = ["experiment=neural_auxiva", *SMALL, "separator.n_iter=2"]
+    with pytest.raises(ValueError, match="no training step ran"):
+        train(_compose([*base, "trainer.max_epochs=0"], tmp_path / "zero"))
+    assert not (tmp_path / "zero" / "export.pt").exists()
+    with pytest.raises(ValueError, match="fewer than one batch of batch_size=2"):
+        train(_compose([*base, "data.train.length=1"], tmp_path / "short"))
 
 
 def test_init_checkpoint_starts_from_the_shipped_weights(tmp_path):
@@ -202,6 +233,20 @@ def test_non_finite_batches_are_skipped_and_counted(tmp_path):
     )
 
 
+def test_module_refuses_a_clip_that_means_none_and_mismatched_stems():
+    """gradient_clip_norm 0 or -1 was no clipping at all (Lightning's rule); a non-PIT loss
+    (nn.L1Loss) broadcast 4 estimated stems against 1 reference with only a warning."""
+    from torchbss.separators import AuxIVA
+
+    for bad in (0, -1.0, float("inf"), "5"):
+        with pytest.raises(ValueError, match="gradient_clip_norm must be a number > 0"):
+            SeparationModule(AuxIVA(n_iter=1), torch.nn.L1Loss(), gradient_clip_norm=bad)
+    module = SeparationModule(AuxIVA(n_iter=1), torch.nn.L1Loss(), gradient_clip_norm=None)
+    with pytest.raises(ValueError, match="does not match sources by permutation"):
+        module._loss(torch.zeros(2, 4, 2, 100), torch.zeros(2, 1, 2, 100))
+    assert float(module._loss(torch.ones(2, 1, 100), torch.zeros(2, 1, 100))) == 1.0
+
+
 def test_cli_forwards_overrides_and_refuses_flags(tmp_path, data_dir, capsys, monkeypatch):
     from torchbss.cli.main import main
 
@@ -240,3 +285,26 @@ def test_ddp_two_cpu_processes_match_one_process_with_the_same_global_batch(tmp_
         assert one[key].dtype == torch.float64
         # SGD: only the summation order differs (all-reduce of two halves)
         torch.testing.assert_close(two[key], one[key], rtol=1e-7, atol=1e-8)
+
+
+def test_ship_refuses_what_is_not_an_export(tmp_path, capsys):
+    """train/ship.py took a run folder, a Lightning .ckpt or a missing path to a bare
+    IsADirectoryError / KeyError: 'config' / torch's FileNotFoundError."""
+    import importlib.util
+
+    from torchbss.export import pretrained_path
+
+    spec = importlib.util.spec_from_file_location(
+        "ship", Path(__file__).resolve().parents[1] / "train" / "ship.py"
+    )
+    ship = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship)
+    torch.save({"state_dict": {"model.separator.x": torch.zeros(1)}}, tmp_path / "last.ckpt")
+    out = ["--name", "x", "--out", str(tmp_path / "x.pt"), "--description", "d"]
+    for bad, message in ((tmp_path, "is not a file"), (tmp_path / "missing.pt", "is not a file"),
+                         (tmp_path / "last.ckpt", "is not a torchbss export")):  # fmt: skip
+        with pytest.raises(SystemExit) as err:
+            ship.main([str(bad), *out])
+        assert err.value.code == 2 and message in capsys.readouterr().err
+    ship.main([str(pretrained_path("neural-auxiva")), *out])  # an export ships
+    assert load_separator(tmp_path / "x.pt")[1]["name"] == "x"

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from torchbss.export import OverrideError, load_separator, save_separator
+from torchbss.export import ExportError, OverrideError, load_separator, save_separator
 
 
 def _override(text: str) -> tuple[str, object]:
@@ -42,9 +42,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--training", type=json.loads, default={}, help="JSON: how it was trained")
     args = p.parse_args(argv)
 
+    if not args.export.is_file():
+        p.error(f"{args.export} is not a file: give a training run's export.pt")
+    try:  # validates the export (a Lightning .ckpt, a state dict... is refused by name)
+        wsep, meta = load_separator(args.export)
+    except (ExportError, ValueError, KeyError, RuntimeError) as err:
+        p.error(f"{err} (give a training run's export.pt)")
     config = dict(torch.load(args.export, map_location="cpu", weights_only=True)["config"])
     overrides = dict(args.overrides)
-    wsep, meta = load_separator(args.export)
     try:
         shipped = load_separator(args.export, overrides=overrides)[0]
     except OverrideError as err:

@@ -17,6 +17,7 @@ mixtures every epoch (``len`` is the epoch size).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -102,6 +103,8 @@ def as_range(
         if len(pair) != 2:
             raise ValueError(f"{name} must be a number or a pair (low, high), got {value!r}")
     low, high = pair
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError(f"{name} must be finite, got {value!r}")
     if not low <= high:
         raise ValueError(f"{name} must satisfy low <= high, got {value!r}")
     if minimum is not None and low < minimum:
@@ -171,8 +174,10 @@ class EpochSampler(DistributedSampler):
     Under data parallelism (``num_replicas > 1``) process ``rank`` takes every
     ``num_replicas``-th index of the epoch's order, starting at ``rank``, so the processes'
     batches together hold exactly the examples of one process's batch of
-    ``num_replicas x`` the size. It is a ``DistributedSampler`` so that Lightning does not wrap
-    (and reshuffle) it again.
+    ``num_replicas x`` the size. Every process gets ``size // num_replicas`` indices (the last
+    ``size % num_replicas`` of the epoch's order are left out), so that all take as many
+    steps. It is a ``DistributedSampler`` so that Lightning does not wrap (and reshuffle) it
+    again.
 
     Args:
         size: examples per epoch (usually ``len(dataset)``).
@@ -213,7 +218,7 @@ class EpochSampler(DistributedSampler):
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return len(range(self.rank, self.size, self.num_replicas))
+        return self.size // self.num_replicas
 
     def __iter__(self) -> Iterator[int]:
         if self.shuffle:
@@ -221,4 +226,7 @@ class EpochSampler(DistributedSampler):
         else:
             order = torch.arange(self.size)
         base = self.epoch * self.size if self.fresh else 0
-        return iter((order + base)[self.rank :: self.num_replicas].tolist())
+        # every process takes as many indices (the epoch's last size % num_replicas are left
+        # out): one with a batch fewer would wait forever for the others' next step
+        used = len(self) * self.num_replicas
+        return iter((order[:used] + base)[self.rank :: self.num_replicas].tolist())

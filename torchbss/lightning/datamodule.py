@@ -233,6 +233,13 @@ class SeparationDataModule(pl.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         replicas = trainer.world_size if trainer is not None else 1
         rank = trainer.global_rank if trainer is not None else 0
+        if ds is not None and self.drop_last and size // replicas < self.batch_size:
+            raise ValueError(
+                f"the {split} set has {size} example(s) per epoch: {size // replicas} per process "
+                f"with {replicas} process(es), fewer than one batch of batch_size="
+                f"{self.batch_size}, so no training step would run; raise data.{split}.length "
+                "or lower data.batch_size"
+            )
         sampler = EpochSampler(size, shuffle=self.shuffle, seed=self.seed, fresh=fresh,
                                num_replicas=replicas, rank=rank)  # fmt: skip
         return self._loader(

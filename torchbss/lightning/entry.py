@@ -38,7 +38,12 @@ def build_module(cfg: DictConfig):
     if cfg.get("init_checkpoint"):  # fine-tune: start from trained weights
         from torchbss.models.music import load_checkpoint
 
-        load_checkpoint(separator, cfg.init_checkpoint, new=cfg.get("init_checkpoint_new") or ())
+        weights = cfg.init_checkpoint
+        if str(weights).endswith(".ckpt"):  # a training run's checkpoint: its separator's keys
+            from torchbss.lightning.export import read_checkpoint
+
+            weights = read_checkpoint(weights)[1]
+        load_checkpoint(separator, weights, new=cfg.get("init_checkpoint_new") or ())
     return SeparationModule(
         separator=separator,
         loss=instantiate(cfg.loss),
@@ -62,6 +67,27 @@ def _trainer(cfg: DictConfig):
     return instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
 
 
+def _first_process() -> bool:
+    """Whether this is the first (or only) process of a run: Lightning's DDP children and the
+    other ranks of a cluster job find the folder their first process has just written."""
+    import os
+
+    return all(os.environ.get(v, "0") == "0" for v in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
+
+
+def _check_fresh_output(cfg: DictConfig) -> None:
+    """Refuse to train into the folder of an earlier run (its export and config would be
+    replaced) unless the run resumes from a checkpoint (``ckpt_path``)."""
+    out = Path(cfg.paths.output_dir)
+    earlier = [name for name in ("export.pt", "config_resolved.yaml") if (out / name).exists()]
+    if earlier and not cfg.get("ckpt_path") and _first_process():
+        raise ValueError(
+            f"the run folder {str(out)!r} already holds an earlier run ({', '.join(earlier)}), "
+            "which this one would replace; choose another folder (hydra.run.dir=...) or resume "
+            "it with ckpt_path=<its checkpoint>"
+        )
+
+
 def _save_config(cfg: DictConfig) -> None:
     """The resolved config next to the run's outputs (Hydra keeps the unresolved one)."""
     out = Path(cfg.paths.output_dir)
@@ -77,11 +103,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
     from torchbss.lightning.export import export_module
 
     pl.seed_everything(cfg.seed, workers=True)
+    _check_fresh_output(cfg)
     _save_config(cfg)
     datamodule = instantiate(cfg.data)
     module = build_module(cfg)
     trainer = _trainer(cfg)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    if trainer.global_step == 0:  # nothing learned: no export of the initial weights
+        raise ValueError(
+            "no training step ran (trainer.max_epochs / max_steps of 0, or no training batch), "
+            "so nothing was tested or exported; check the trainer and data settings"
+        )
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     has_test = getattr(datamodule, "has_split", lambda split: True)("test")
@@ -109,16 +141,39 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     module = build_module(cfg)
     checkpoint = cfg.get("checkpoint")
     if checkpoint:
-        if str(checkpoint).endswith(".ckpt"):
-            import torch
+        from torchbss.inference import WaveformSeparator
 
-            state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
-            module.load_state_dict(state)
+        if str(checkpoint).endswith(".ckpt"):  # its separator and STFT, as in its export
+            from torchbss.export import instantiate as build
+            from torchbss.lightning.export import read_checkpoint
+
+            ckpt, state = read_checkpoint(checkpoint)
+            hparams = ckpt.get("hyper_parameters") or {}
+            if hparams.get("separator_config"):
+                separator = build(hparams["separator_config"])
+                separator.load_state_dict(state)
+                wsep = WaveformSeparator(
+                    separator, n_fft=hparams["n_fft"], hop_length=hparams["hop_length"]
+                )
+            else:  # a module built without its config: the configured one takes the weights
+                module.model.separator.load_state_dict(state)
+                wsep = module.model
         else:
             from torchbss.export import load_separator
 
             wsep, _ = load_separator(checkpoint)
-            module.model = wsep
+        stft = getattr(wsep, "stft", None)
+        given = (cfg.stft.n_fft, cfg.stft.hop_length)
+        if stft is not None and (stft.n_fft, stft.hop_length) != given:
+            import warnings
+
+            warnings.warn(
+                f"{checkpoint} was trained with the STFT n_fft={stft.n_fft}, hop_length="
+                f"{stft.hop_length} and is evaluated with it, not with the config's "
+                f"{given[0]}/{given[1]}",
+                stacklevel=2,
+            )
+        module.model = wsep
     datamodule = instantiate(cfg.data)
     trainer = _trainer(cfg)
     results = trainer.test(module, datamodule=datamodule)

@@ -16,7 +16,7 @@ import torch
 
 from torchbss.export import ExportError, instantiate, save_separator
 
-__all__ = ["export_module", "export_checkpoint"]
+__all__ = ["export_module", "export_checkpoint", "read_checkpoint"]
 
 PREFIX = "model.separator."
 
@@ -35,19 +35,36 @@ def export_module(module, path: str | os.PathLike, metadata: Mapping[str, Any] |
     )  # fmt: skip
 
 
+def read_checkpoint(checkpoint: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
+    """``(checkpoint, separator state)`` of a :class:`~torchbss.lightning.SeparationModule`'s
+    Lightning checkpoint (``.ckpt``): the whole file, and the separator's ``state_dict``
+    (the module's keys under ``model.separator.``, without that prefix).
+
+    Raises:
+        ExportError: the file is not such a checkpoint.
+    """
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or not any(k.startswith(PREFIX) for k in state):
+        raise ExportError(
+            f"{checkpoint} is not a Lightning checkpoint of a torchbss SeparationModule (no "
+            f"state_dict with {PREFIX}* keys)"
+        )
+    return ckpt, {k[len(PREFIX) :]: v for k, v in state.items() if k.startswith(PREFIX)}
+
+
 def export_checkpoint(
     checkpoint: str | os.PathLike,
     path: str | os.PathLike,
     metadata: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the separator of a Lightning checkpoint (``.ckpt``) to ``path``."""
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    ckpt, state = read_checkpoint(checkpoint)
     hparams = ckpt.get("hyper_parameters", {})
     config = hparams.get("separator_config")
     if not config:
         raise ExportError(f"{checkpoint} has no separator_config in its hyper-parameters")
     separator = instantiate(config)
-    state = {k[len(PREFIX) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(PREFIX)}
     separator.load_state_dict(state)
     meta = {"checkpoint": str(checkpoint), "epoch": ckpt.get("epoch"),
             "global_step": ckpt.get("global_step"), **(metadata or {})}  # fmt: skip

@@ -33,7 +33,7 @@ from torch import nn
 
 from torchbss._validation import check_choice
 from torchbss.inference import WaveformSeparator
-from torchbss.losses import PITResult
+from torchbss.losses import PITLoss, PITResult
 from torchbss.metrics.modules import SDR, SISDR, SISDRImprovement
 
 try:
@@ -102,6 +102,15 @@ class SeparationModule(pl.LightningModule):
         self.scheduler_factory = scheduler
         self.scheduler_interval = check_choice(scheduler_interval, "scheduler_interval",
                                                ("step", "epoch"))  # fmt: skip
+        if gradient_clip_norm is not None and not (
+            isinstance(gradient_clip_norm, (int, float))
+            and not isinstance(gradient_clip_norm, bool)
+            and 0 < gradient_clip_norm < float("inf")
+        ):  # Lightning takes 0 or less as "no clipping"
+            raise ValueError(
+                f"gradient_clip_norm must be a number > 0, or None for no clipping, got "
+                f"{gradient_clip_norm!r}"
+            )
         self.gradient_clip_norm = gradient_clip_norm
         self.ref_mic = ref_mic
         pit = permutation_invariant_metrics
@@ -140,6 +149,13 @@ class SeparationModule(pl.LightningModule):
         return self.model(mixture, lengths=lengths).sources
 
     def _loss(self, estimate: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        if not isinstance(self.loss, PITLoss) and estimate.shape[1:] != reference.shape[1:]:
+            raise ValueError(  # e.g. nn.L1Loss broadcasts the mismatch with a warning
+                f"the separator's estimates {tuple(estimate.shape)} and the references "
+                f"{tuple(reference.shape)} differ (batch, sources, ...), and the loss "
+                f"{type(self.loss).__name__} does not match sources by permutation; use a "
+                "PITLoss or data with as many references as estimates"
+            )
         out = self.loss(estimate, reference)
         return out.loss if isinstance(out, PITResult) else out
 

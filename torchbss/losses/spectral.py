@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from torchbss._validation import check_choice, check_signal_pair
+from torchbss._validation import check_choice, check_eps, check_signal_pair
 from torchbss.losses.sdr import REDUCTIONS, reduce_loss
 from torchbss.metrics.spectral import stft_magnitude
 
@@ -62,6 +62,7 @@ def multi_resolution_stft_l1(
     reference, estimate = check_signal_pair(reference, estimate)
     check_choice(mode, "mode", _MODES)
     check_choice(reduction, "reduction", REDUCTIONS)
+    eps = check_eps(eps, reference.dtype)
     pairs = _check_resolutions(resolutions)
     tiny = float(torch.finfo(reference.dtype).tiny)
     total = reference.new_zeros(reference.shape[:-1])
@@ -92,7 +93,7 @@ class MultiResolutionSTFTLoss(nn.Module):
         super().__init__()
         self.resolutions = _check_resolutions(resolutions)
         self.mode = check_choice(mode, "mode", _MODES)
-        self.eps = eps
+        self.eps = check_eps(eps, torch.float32)
         self.reduction = check_choice(reduction, "reduction", REDUCTIONS)
 
     def forward(self, estimate: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
