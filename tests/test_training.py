@@ -124,9 +124,9 @@ def test_train_writes_a_run_folder_and_an_export_that_separates_alike(tmp_path, 
     test_data = ["data.num_workers=0", "data.dataset.segment_s=1.0", "data.test.length=2",
                  "separator.n_iter=3", "experiment=neural_auxiva"]  # fmt: skip
     scores = []
-    for model in (ckpt, tmp_path / "export.pt"):
-        eval_cfg = _compose([*test_data, f"checkpoint={model}", "stft.n_fft=512",
-                             "stft.hop_length=128"], tmp_path / "eval", config="eval")  # fmt: skip
+    for i, model in enumerate((ckpt, tmp_path / "export.pt")):
+        overrides = [*test_data, f"checkpoint={model}", "stft.n_fft=512", "stft.hop_length=128"]
+        eval_cfg = _compose(overrides, tmp_path / f"eval{i}", config="eval")
         with pytest.warns(UserWarning, match="trained with the STFT n_fft=256"):
             scores.append(evaluate(eval_cfg)["test/si_sdr"])
     assert scores[0] == pytest.approx(scores[1], abs=1e-4)
