@@ -136,6 +136,44 @@ def test_export_round_trip_and_errors(tmp_path):
         load_separator(tmp_path / "missing.pt")
 
 
+def test_exports_build_only_modules_and_rebuild_what_was_saved(tmp_path):
+    """A crafted export's config called torchbss.io.save on load (it overwrote a file); a config
+    of another class or other settings was saved for a separator without a word; a folder as
+    the path left a temporary file behind."""
+    import numpy as np
+    import soundfile as sf
+
+    victim = tmp_path / "victim.wav"
+    sf.write(victim, np.zeros(1600), 16000)
+    crafted = {"format": "torchbss.separator", "version": 1, "stft": {"n_fft": 256,
+               "hop_length": 64}, "state_dict": {}, "metadata": {},
+               "config": {"_target_": "torchbss.io.save", "path": str(victim),
+                          "audio": torch.zeros(1, 10), "sample_rate": 8000}}  # fmt: skip
+    torch.save(crafted, tmp_path / "crafted.pt")
+    with pytest.raises(ExportError, match="not a torchbss module or spatial update class"):
+        load_separator(tmp_path / "crafted.pt")
+    assert sf.info(victim).frames == 1600  # untouched
+    sep = AuxIVA(n_iter=50, source_model="laplace")
+    for config in ({"_target_": "torchbss.ILRMA", "n_iter": 2}, {"_target_": "torchbss.AuxIVA"}):
+        with pytest.raises(ExportError, match="does not rebuild the separator given"):
+            save_separator(tmp_path / "a.pt", sep, config)
+    good = {"_target_": "torchbss.AuxIVA", "n_iter": 50, "source_model": "laplace"}
+    with pytest.raises(TypeError, match="n_fft must be an integer"):  # was stored as 1000
+        save_separator(tmp_path / "a.pt", sep, good, n_fft=1000.9)
+    (tmp_path / "dir.pt").mkdir()
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        save_separator(tmp_path / "dir.pt", sep, good)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["crafted.pt", "dir.pt", "victim.wav"]
+    save_separator(tmp_path / "a.pt", sep, good)
+    assert isinstance(load_separator(tmp_path / "a.pt")[0].separator, AuxIVA)
+    assert not isinstance(load_separator(tmp_path / "a.pt")[0].separator, ILRMA)
+    with pytest.raises(ValueError, match="not a device this machine can use"):
+        load_separator(tmp_path / "a.pt", map_location="gpu")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(ExportError, match="is not a torchbss export"):
+        load_separator(tmp_path / "empty.pt")
+
+
 def test_nested_configs_build_nested_modules():
     sep = instantiate({"_target_": "torchbss.AuxIVA", "n_iter": 3,
                        "update": {"_target_": "torchbss.updates.ISS"},

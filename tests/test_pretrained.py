@@ -196,3 +196,10 @@ def test_shipped_settings_reach_every_entry_point():
         assert sep.align_every == 10 and sep.align_permutations is (align is None)
     # the plain export loader keeps the file's training config
     assert load_separator(pretrained_path("neural-auxiva"))[0].separator.align_every == 0
+    # the caller's overrides win over the settings (they were replaced by them silently)
+    loaded = load_pretrained("neural-auxiva", overrides={"align_every": 5})[0].separator
+    assert loaded.align_every == 5
+    with pytest.raises(TypeError, match="n_src must be an integer"):
+        pretrained("online-ilrma-tuned", n_src=0.5)
+    with pytest.raises(ValueError, match="n_src must be"):
+        pretrained("online-ilrma-tuned", n_src=0)  # was a ZeroDivisionError deep inside

@@ -130,6 +130,8 @@ def test_train_writes_a_run_folder_and_an_export_that_separates_alike(tmp_path, 
         with pytest.warns(UserWarning, match="trained with the STFT n_fft=256"):
             scores.append(evaluate(eval_cfg)["test/si_sdr"])
     assert scores[0] == pytest.approx(scores[1], abs=1e-4)
+    with pytest.raises(ValueError, match=r"already holds an earlier run \(csv/metrics.csv\)"):
+        evaluate(eval_cfg)  # its metrics would be deleted by the logger
     # and a run's checkpoint is a valid init_checkpoint (its prefix and buffers were refused)
     init_cfg = ["experiment=neural_auxiva", "stft.n_fft=256", "stft.hop_length=64",
                 f"init_checkpoint={ckpt}"]  # fmt: skip

@@ -9,7 +9,9 @@ An export is a plain ``torch.save`` of a dict of tensors, strings and numbers (l
      "state_dict": {...}, "metadata": {...}}
 
 ``config`` is a Hydra-style node (``_target_`` plus arguments, nested nodes for nested modules,
-as in the project's ``configs/``) restricted to torchbss classes. Loading needs neither
+as in the project's ``configs/``) restricted to torchbss classes: modules and spatial updates
+(and :func:`pretrained`, which loads a shipped file); a target naming any other function or
+class is refused before it is called. Loading needs neither
 Lightning nor Hydra: :func:`instantiate` builds the node with its plain arguments.
 """
 
@@ -24,6 +26,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from torchbss._validation import check_positive_int
 
 __all__ = [
     "instantiate",
@@ -80,9 +84,17 @@ def _resolve(target: str) -> Any:
         )
     module_name, _, attr = target.rpartition(".")
     try:
-        return getattr(importlib.import_module(module_name), attr)
+        obj = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as err:
         raise ExportError(f"unknown _target_ {target!r}: {err}") from err
+    from torchbss.updates.base import SpatialUpdate
+
+    if obj is pretrained or (inspect.isclass(obj) and issubclass(obj, (nn.Module, SpatialUpdate))):
+        return obj
+    raise ExportError(
+        f"_target_ {target!r} is not a torchbss module or spatial update class; exported files "
+        "only build those (nothing else is called)"
+    )
 
 
 def instantiate(node: Any) -> Any:
@@ -128,22 +140,34 @@ def save_separator(
         The path written. The config is checked by building a module from it and loading the
         weights into it before anything is written.
     """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{str(path)!r} is a folder; give the export's file name (.pt)")
     config = _plain(dict(config))
     state = {k: v.detach().cpu() for k, v in separator.state_dict().items()}
+    stft = {"n_fft": check_positive_int(n_fft, "n_fft"),
+            "hop_length": check_positive_int(hop_length, "hop_length")}  # fmt: skip
     payload = {
         "format": FORMAT,
         "version": VERSION,
         "config": config,
-        "stft": {"n_fft": int(n_fft), "hop_length": int(hop_length)},
+        "stft": stft,
         "state_dict": state,
         "metadata": _plain(dict(metadata or {})),
     }
-    _build(payload, str(path))  # refuse to write what could not be loaded
-    path = Path(path)
+    built = _build(payload, str(path)).separator  # refuse to write what could not be loaded
+    if repr(built) != repr(separator):  # e.g. a config of another class, or other settings
+        raise ExportError(
+            f"the config does not rebuild the separator given: it builds {built!r}, the "
+            f"separator is {separator!r}; pass the config the separator was built from"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -163,6 +187,19 @@ def _plain(value: Any) -> Any:
 def _build(payload: Mapping[str, Any], name: str, overrides: Mapping[str, Any] | None = None):
     from torchbss.inference import WaveformSeparator
 
+    if not isinstance(payload["config"], Mapping) or "_target_" not in payload["config"]:
+        raise ExportError(f"{name}: its 'config' must be a mapping with a _target_")
+    stft = payload["stft"]
+    if not (
+        isinstance(stft, Mapping)
+        and all(isinstance(stft.get(k), int) and stft[k] > 0 for k in ("n_fft", "hop_length"))
+    ):
+        raise ExportError(f"{name}: its 'stft' must give positive integers n_fft and hop_length")
+    weights = payload["state_dict"]
+    if not isinstance(weights, Mapping) or not all(
+        isinstance(v, torch.Tensor) for v in weights.values()
+    ):
+        raise ExportError(f"{name}: its 'state_dict' must map names to tensors")
     config = dict(payload["config"])
     target = config.get("_target_")
     if overrides:
@@ -178,7 +215,6 @@ def _build(payload: Mapping[str, Any], name: str, overrides: Mapping[str, Any] |
     if not isinstance(module, nn.Module):
         raise ExportError(f"{name}: the config builds a {type(module).__name__}, not a module")
     own = module.state_dict()
-    weights = payload["state_dict"]
     missing, unexpected = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
     shapes = [
         f"{k}: {tuple(weights[k].shape)} vs {tuple(own[k].shape)}"
@@ -191,7 +227,6 @@ def _build(payload: Mapping[str, Any], name: str, overrides: Mapping[str, Any] |
             f"missing keys {missing}, unexpected keys {unexpected}, shape mismatches {shapes}"
         )
     module.load_state_dict(weights)
-    stft = payload["stft"]
     return WaveformSeparator(module, n_fft=stft["n_fft"], hop_length=stft["hop_length"])
 
 
@@ -219,12 +254,19 @@ def load_separator(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"exported separator not found: {str(path)!r}")
+    try:  # the device first: a device this machine lacks is not a fault of the file
+        torch.empty(0, device=map_location)
+    except (RuntimeError, AssertionError, TypeError) as err:
+        raise ValueError(
+            f"map_location={map_location!r} is not a device this machine can use "
+            f"({type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]})"
+        ) from None
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # any unpickling / zip error: not a torch file we can read safely
         raise ExportError(
             f"{str(path)!r} is not a torchbss export (torch.load failed: "
-            f"{type(err).__name__}: {str(err).splitlines()[0][:200]})"
+            f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]})"
         ) from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         keys = sorted(payload)[:8] if isinstance(payload, dict) else type(payload).__name__
@@ -265,10 +307,8 @@ def load_pretrained(
     Returns:
         ``(waveform_separator, metadata)`` as :func:`load_separator`.
     """
-    wsep, meta = load_separator(pretrained_path(name), map_location, overrides)
-    for key, value in PRETRAINED_SETTINGS.get(name, {}).items():
-        setattr(wsep.separator, key, value)
-    return wsep, meta
+    settings = {**PRETRAINED_SETTINGS.get(name, {}), **(overrides or {})}  # the caller's win
+    return load_separator(pretrained_path(name), map_location, settings or None)
 
 
 def pretrained(name: str, n_src: int | None = None, map_location: str | torch.device = "cpu"):
@@ -287,6 +327,8 @@ def pretrained(name: str, n_src: int | None = None, map_location: str | torch.de
     Returns:
         The separator module (``X (..., mics, freq, frames)`` -> :class:`SeparationResult`).
     """
+    if n_src is not None:
+        check_positive_int(n_src, "n_src")
     sep = load_pretrained(name, map_location=map_location)[0].separator
     if n_src is not None:
         if not hasattr(sep, "n_src"):

@@ -75,16 +75,16 @@ def _first_process() -> bool:
     return all(os.environ.get(v, "0") == "0" for v in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
 
 
-def _check_fresh_output(cfg: DictConfig) -> None:
-    """Refuse to train into the folder of an earlier run (its export and config would be
-    replaced) unless the run resumes from a checkpoint (``ckpt_path``)."""
+def _check_fresh_output(cfg: DictConfig, outputs: tuple[str, ...], resumable: bool) -> None:
+    """Refuse to run into the folder of an earlier run (its ``outputs`` would be replaced)
+    unless a training run resumes from a checkpoint (``ckpt_path``)."""
     out = Path(cfg.paths.output_dir)
-    earlier = [name for name in ("export.pt", "config_resolved.yaml") if (out / name).exists()]
-    if earlier and not cfg.get("ckpt_path") and _first_process():
+    earlier = [name for name in outputs if (out / name).exists()]
+    if earlier and not (resumable and cfg.get("ckpt_path")) and _first_process():
         raise ValueError(
             f"the run folder {str(out)!r} already holds an earlier run ({', '.join(earlier)}), "
-            "which this one would replace; choose another folder (hydra.run.dir=...) or resume "
-            "it with ckpt_path=<its checkpoint>"
+            "which this one would replace; choose another folder (hydra.run.dir=...)"
+            + (" or resume it with ckpt_path=<its checkpoint>" if resumable else "")
         )
 
 
@@ -103,7 +103,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     from torchbss.lightning.export import export_module
 
     pl.seed_everything(cfg.seed, workers=True)
-    _check_fresh_output(cfg)
+    _check_fresh_output(cfg, ("export.pt", "config_resolved.yaml"), resumable=True)
     _save_config(cfg)
     datamodule = instantiate(cfg.data)
     module = build_module(cfg)
@@ -138,6 +138,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     from hydra.utils import instantiate
 
     pl.seed_everything(cfg.seed, workers=True)
+    _check_fresh_output(cfg, ("csv/metrics.csv",), resumable=False)  # the logger would replace it
     module = build_module(cfg)
     checkpoint = cfg.get("checkpoint")
     if checkpoint:
