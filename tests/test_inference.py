@@ -59,6 +59,35 @@ def test_stream_equals_whole_signal(make):
         torch.testing.assert_close(streamed, whole, rtol=1e-7, atol=1e-9)
 
 
+def test_stream_refuses_what_forward_refuses(tmp_path):
+    """A NaN sample was skipped silently in a stream (forward refuses it); a block with other
+    channels, or half precision, failed inside torch; separate_file took block_seconds <= 0 as
+    one-sample blocks, NaN with a bare conversion error, a string as its list of outputs."""
+    from torchbss import io
+    from torchbss.inference import separate_file
+
+    x = _mixture(samples=3000)
+    wsep = WaveformSeparator(OnlineAuxIVA(), n_fft=256, hop_length=64)
+    bad = x.clone()
+    bad[1, 1700] = float("nan")
+    with pytest.raises(ValueError, match="block 1"):
+        list(wsep.stream(bad.split(1000, -1)))
+    with pytest.raises(ValueError, match="every block needs the same"):
+        list(wsep.stream([x[:, :1000], torch.cat([x, x])[:, 1000:2000]]))
+    with pytest.raises(TypeError, match="float16 is not supported"):
+        list(wsep.stream([x.half()]))
+    io.save(tmp_path / "mix.wav", x, 16000, subtype="float")
+    outs = [tmp_path / "a.wav", tmp_path / "b.wav"]
+    for seconds in (0, -3, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="block_seconds must be a finite number > 0"):
+            separate_file(wsep, tmp_path / "mix.wav", outs, block_seconds=seconds)
+    with pytest.raises(TypeError, match="outputs must be a list of paths"):
+        separate_file(wsep, tmp_path / "mix.wav", str(outs[0]))
+    with pytest.raises(TypeError, match="WaveformSeparator around an online separator"):
+        separate_file(OnlineAuxIVA(), tmp_path / "mix.wav", outs)
+    assert not outs[0].exists() and not outs[1].exists()
+
+
 def test_stream_of_a_single_channel_isnmf():
     x = _mixture(n_mics=1, samples=3000)
     wsep = WaveformSeparator(OnlineISNMF(n_freq=129, n_src=2, n_basis=4), 256, 64)

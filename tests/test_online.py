@@ -965,6 +965,13 @@ def test_stream_gives_the_outputs_and_state_of_step(make):
     go_on = sep.open_stream(X, snapshot)
     assert torch.equal(go_on.step(X[..., 12:]), rest)
     assert go_on.step(X[..., :0]).shape == rest.shape[:-1] + (0,)
+    # changing a state read from a stream leaves the stream alone (the NMF entries and the
+    # frame counter were the stream's own tensors)
+    stream = sep.open_stream(X)
+    stream.step(X[..., :12])
+    for value in stream.state.values():
+        value.zero_()
+    assert torch.equal(stream.step(X[..., 12:]), rest)
 
 
 def test_stream_refuses_another_layout():

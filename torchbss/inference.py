@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchbss._validation import check_finite, check_positive_int, check_real_float, check_tensor
+from torchbss._validation import check_finite, check_real_float, check_tensor
 from torchbss.separators.base import SeparationResult
 from torchbss.separators.online.base import OnlineSeparator
 from torchbss.signal.stft import STFT, num_frames
@@ -159,9 +159,21 @@ class WaveformSeparator(nn.Module):
         analysis = synthesis = stream = None
         total = 0
         sep = self.separator
-        for block in blocks:
+        first: torch.Tensor | None = None
+        for i, block in enumerate(blocks):
             check_tensor(block, "block", min_ndim=2, layout="(..., mics, samples)")
             check_real_float(block, "block")
+            if block.dtype == torch.float16 or block.dtype == torch.bfloat16:
+                raise TypeError(f"block {i}: {block.dtype} is not supported (float32 or float64)")
+            if first is None:
+                first = block
+            elif block.shape[:-1] != first.shape[:-1] or block.dtype != first.dtype:
+                raise ValueError(
+                    f"block {i} has shape {tuple(block.shape)} and dtype {block.dtype}, but the "
+                    f"stream started with {tuple(first.shape[:-1])} + (samples,) and "
+                    f"{first.dtype}: every block needs the same (..., mics) and dtype"
+                )
+            check_finite(block, f"block {i}")  # forward() refuses it too; the frame was skipped
             if analysis is None:
                 analysis = streaming.init_analysis(block)
             total += block.shape[-1]
@@ -220,11 +232,24 @@ def separate_file(
     """
     from torchbss import io
 
+    if not isinstance(separator, WaveformSeparator):
+        raise TypeError(
+            f"separator must be a WaveformSeparator around an online separator, got "
+            f"{type(separator).__name__} (wrap it: WaveformSeparator(sep, n_fft, hop_length))"
+        )
+    if isinstance(outputs, (str, os.PathLike)):
+        raise TypeError(f"outputs must be a list of paths, one per source, got {outputs!r}")
+    if (
+        isinstance(block_seconds, bool)
+        or not isinstance(block_seconds, (int, float))
+        or not 0 < block_seconds < float("inf")
+    ):
+        raise ValueError(f"block_seconds must be a finite number > 0, got {block_seconds!r}")
     info = io.info(path)
     n_src = separator.separator.num_sources(info.channels)
     if len(outputs) != n_src:
         raise ValueError(f"expected {n_src} output paths for {n_src} sources, got {len(outputs)}")
-    block = check_positive_int(max(1, int(block_seconds * info.sample_rate)), "block samples")
+    block = max(1, round(block_seconds * info.sample_rate))
     reader = io.iter_blocks(path, block, dtype=dtype)
 
     def blocks():  # each block checked as a whole-file input is (no output is left on failure)

@@ -589,9 +589,10 @@ class OnlineStream:
 
     @property
     def state(self) -> State:
-        """The public state after the frames so far (a copy: the stream goes on with its own)."""
+        """The public state after the frames so far (a copy: the stream goes on with its own,
+        and changing the copy leaves the stream alone)."""
         out = self.separator.to_public(self._internal)
-        return {k: v.clone() if k in self.separator.inplace_keys else v for k, v in out.items()}
+        return {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in out.items()}
 
     def step(self, X: torch.Tensor) -> torch.Tensor:
         """Separate the next block ``X`` ``(..., [mics,] freq, frames)`` (the layout of the
