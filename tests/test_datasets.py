@@ -486,6 +486,19 @@ def test_wav_folder_errors_name_the_files(tmp_path):
         WavFolderDataset(root, include="a", sample_rate=8000)
     with pytest.raises(ValueError, match="leave length unset"):
         WavFolderDataset(root, include="a", length=4)
+    # refused by name: a segment under one sample or not a number, a fractional length, an
+    # empty file (it gave silent examples); hidden files (macOS ._ copies) are not examples
+    for segment in (1e-5, float("inf"), "1"):
+        with pytest.raises(ValueError, match="segment_s"):
+            WavFolderDataset(root, include="a", segment_s=segment)
+    with pytest.raises(ValueError, match="length must be a positive integer"):
+        WavFolderDataset(root, include="a", segment_s=0.1, length=2.5)
+    (root / "._a_mix.flac").write_bytes(b"\0" * 10)
+    assert WavFolderDataset(root, include="a").names == ["a"]
+    _write(root / "c_mix.wav", torch.zeros(2, 0))
+    _write(root / "c_ref.wav", torch.zeros(2, 0))
+    with pytest.raises(ValueError, match=r"c_mix\.wav' holds no audio"):
+        WavFolderDataset(root, include="c", mixture_suffix="_mix.wav", reference_suffix="_ref.wav")
 
 
 # --------------------------------------------------------------------------------------------
@@ -578,6 +591,15 @@ def test_stem_folder_errors_name_what_is_wrong(tmp_path):
         StemFolderDataset(root, tracks=["a"], targets=["piano"])
     with pytest.raises(FileNotFoundError, match=r"tracks \['zz'\] not found"):
         StemFolderDataset(root, tracks=["zz"])
+    # a string or a misspelt exclusion left the held-out track in the data
+    with pytest.raises(TypeError, match="exclude_tracks must be a list"):
+        StemFolderDataset(root, exclude_tracks="b", segment_s=0.1)
+    with pytest.raises(FileNotFoundError, match=r"exclude_tracks \['bb'\] not found"):
+        StemFolderDataset(root, exclude_tracks=["bb"], segment_s=0.1)
+    with pytest.raises(ValueError, match="gain_db must be <= 100"):
+        StemFolderDataset(root, tracks=["a"], segment_s=0.1, gain_db=1000)
+    (root / ".ipynb_checkpoints").mkdir()  # hidden folders are not tracks
+    assert StemFolderDataset(root, exclude_tracks=["b"], segment_s=0.1).tracks == ["a"]
 
 
 # --------------------------------------------------------------------------------------------

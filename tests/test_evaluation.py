@@ -142,3 +142,6 @@ def test_too_few_estimates_and_bad_ref_mic(folders):
         evaluate_files(ref, [d["est"] / "b.wav"], d["mix"] / "a_mix.wav", ref_mic=5)
     with pytest.raises(ValueError, match="no estimate files"):
         evaluate_files(ref, [])
+    # a stereo per-source file was taken as two estimates: both references matched to it
+    with pytest.raises(ValueError, match="each must hold one channel.*b.wav' has 2"):
+        evaluate_files(ref, [d["est"] / "b.wav", d["est"] / "a_mix_source1.wav"])

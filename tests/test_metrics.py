@@ -448,6 +448,15 @@ def test_mel_scales_and_filterbank():
     # slaney-normalised triangles have unit area: sum_f w(f) * df ~= 1
     area = mel_filterbank(4096, 20, 16000, dtype=torch.float64).sum(-1) * (16000 / 4096)
     assert torch.allclose(area, torch.ones(20, dtype=torch.float64), atol=0.02)
+    # f_max = inf made every entry NaN, beyond Nyquist gave empty filters, an integer dtype an
+    # all-zero bank, too many mels for n_fft empty filters: refused or warned
+    for f_max in (float("inf"), 20000.0):
+        with pytest.raises(ValueError, match="f_max <= sample_rate / 2"):
+            mel_filterbank(512, 40, 16000, f_max=f_max)
+    with pytest.raises(TypeError, match="floating point dtype"):
+        mel_filterbank(512, 40, 16000, dtype=torch.int64)
+    with pytest.warns(UserWarning, match="mel filters are empty"):
+        mel_filterbank(64, 128, 16000)
 
 
 def test_mel_db_difference(generator):

@@ -91,3 +91,8 @@ def test_bad_inputs(stems: dict[str, torch.Tensor]) -> None:
         derive_stems({"vocals": [1.0]}, None, {})
     with pytest.raises(TypeError, match="stems must be a dict"):
         derive_stems([torch.zeros(2)], None, {})
+    # a stem named 'mixture' was shadowed by the mixture argument in every rule
+    with pytest.raises(ValueError, match="no stem may be named 'mixture'"):
+        derive_stems({**stems, "mixture": torch.zeros_like(stems["vocals"])}, None, {})
+    with pytest.raises(TypeError, match="rule names must be non-empty strings"):
+        derive_stems(stems, None, {3: "vocals"})

@@ -275,6 +275,16 @@ def _score(
             f"{name}: only {n} samples to score; BSS-Eval needs at least filter_length="
             f"{filter_length} (--filter-length)"
         )
+    if len(estimates) > 1:  # one file per source: each holds one channel
+        multi = [
+            (str(p), x.shape[0]) for p, x in signals[1 : 1 + len(estimates)] if x.shape[0] != 1
+        ]
+        if multi:
+            raise ValueError(
+                f"{name}: with one estimate file per source each must hold one channel, but "
+                f"{multi[0][0]!r} has {multi[0][1]}; give one multichannel file instead, or "
+                "split it"
+            )
     est = torch.cat([x[:, :n] for _, x in signals[1 : 1 + len(estimates)]], dim=0)
     ref = ref[:, :n]
     if est.shape[0] < ref.shape[0]:

@@ -48,9 +48,27 @@ def _check_pair(a: AudioFileInfo, b: AudioFileInfo, what: str) -> None:
 def _segment_samples(segment_s: float | None, sample_rate: int) -> int | None:
     if segment_s is None:
         return None
-    if not segment_s > 0:
-        raise ValueError(f"segment_s must be > 0 seconds or None, got {segment_s!r}")
-    return int(round(segment_s * sample_rate))
+    if (
+        isinstance(segment_s, bool)
+        or not isinstance(segment_s, (int, float))
+        or not 0 < segment_s < float("inf")
+    ):
+        raise ValueError(
+            f"segment_s must be a finite number > 0 seconds or None, got {segment_s!r}"
+        )
+    samples = int(round(segment_s * sample_rate))
+    if samples < 1:
+        raise ValueError(
+            f"segment_s={segment_s} is less than one sample at {sample_rate} Hz: empty examples"
+        )
+    return samples
+
+
+def _nonempty(info: AudioFileInfo) -> AudioFileInfo:
+    """``info``, refused when its file holds no sample (it would give silent examples)."""
+    if info.frames < 1:
+        raise ValueError(f"{str(info.path)!r} holds no audio (0 samples)")
+    return info
 
 
 def _chunk(path: Path, start: int, frames: int | None, total: int) -> torch.Tensor:
@@ -150,7 +168,11 @@ class WavFolderDataset(_WindowedDataset):
                 f"mixture_suffix and reference_suffix must be two different non-empty endings, "
                 f"got {mixture_suffix!r} and {reference_suffix!r}"
             )
-        mixtures = sorted(p for p in self.root.glob(include + mixture_suffix) if p.is_file())
+        mixtures = sorted(
+            p
+            for p in self.root.glob(include + mixture_suffix)
+            if p.is_file() and not p.name.startswith(".")  # hidden (e.g. macOS ._ files)
+        )
         if not mixtures:
             raise ValueError(
                 f"no mixture files matching {include + mixture_suffix!r} in {str(self.root)!r}"
@@ -164,7 +186,7 @@ class WavFolderDataset(_WindowedDataset):
                 raise FileNotFoundError(
                     f"mixture {str(mix_path)!r} has no references file {str(ref_path)!r}"
                 )
-            mix, ref = audio_info(mix_path), audio_info(ref_path)
+            mix, ref = _nonempty(audio_info(mix_path)), _nonempty(audio_info(ref_path))
             _check_pair(mix, ref, "a mixture and its references")
             if self.files:
                 first_mix, first_ref = self.files[0]
@@ -190,7 +212,9 @@ class WavFolderDataset(_WindowedDataset):
         self.segment = _segment_samples(segment_s, self.sample_rate)
         self.random_chunks = random_chunks
         self.seed = int(seed)
-        if length is not None and (isinstance(length, bool) or length < 1):
+        if length is not None and (
+            not isinstance(length, int) or isinstance(length, bool) or length < 1
+        ):
             raise ValueError(f"length must be a positive integer or None, got {length!r}")
         if length is not None and not self._random:
             raise ValueError(
@@ -326,8 +350,8 @@ class StemFolderDataset(_WindowedDataset):
         self.random_chunks = random_chunks
         self.remix = augment if remix is None else bool(remix)
         self.gain_db = as_range((-3.0, 3.0) if augment else 0.0, "gain_db")
-        if gain_db is not None:
-            self.gain_db = as_range(gain_db, "gain_db")
+        if gain_db is not None:  # (beyond +-100 dB float32 stems overflow)
+            self.gain_db = as_range(gain_db, "gain_db", minimum=-100.0, maximum=100.0)
         self.channel_swap = bool(channel_swap)
         self.mixture_from_stems = mixture_from_stems
         augmented = self.remix or self.gain_db != (0.0, 0.0) or self.channel_swap
@@ -342,11 +366,19 @@ class StemFolderDataset(_WindowedDataset):
                 "remixed, re-gained or channel-swapped stems: set remix=False, gain_db=0 and "
                 "channel_swap=False (or leave them unset), or mixture_from_stems=True"
             )
-        names = sorted(p.name for p in self.root.iterdir() if p.is_dir())
+        names = sorted(
+            p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")
+        )
+        for arg, value in (("tracks", tracks), ("exclude_tracks", exclude_tracks)):
+            if isinstance(value, str):  # its letters were taken as track names
+                raise TypeError(f"{arg} must be a list of track names, got the string {value!r}")
+            if value is not None:
+                missing = [t for t in value if t not in names]
+                if missing:  # a misspelt exclusion would leave that track in the data
+                    raise FileNotFoundError(
+                        f"{arg} {missing} not found in {str(self.root)!r} (it has {names})"
+                    )
         if tracks is not None:
-            missing = [t for t in tracks if t not in names]
-            if missing:
-                raise FileNotFoundError(f"tracks {missing} not found in {str(self.root)!r}")
             names = [t for t in names if t in set(tracks)]
         names = [t for t in names if t not in set(exclude_tracks)]
         if not names:
@@ -363,7 +395,7 @@ class StemFolderDataset(_WindowedDataset):
                     f"track {str(folder)!r} lacks stems {missing} (expected "
                     f"{', '.join(f'{s}{extension}' for s in missing)})"
                 )
-            info = {s: audio_info(folder / f"{s}{extension}") for s in needed}
+            info = {s: _nonempty(audio_info(folder / f"{s}{extension}")) for s in needed}
             # the mixture file (if read) or the first stem is the yardstick of the track
             ref = info[mixture] if not mixture_from_stems else info[self.stems[0]]
             for s in needed:
@@ -394,7 +426,9 @@ class StemFolderDataset(_WindowedDataset):
         self.segment = _segment_samples(segment_s, self.sample_rate)
         if random_chunks and self.segment is None:
             raise ValueError("random_chunks=True needs a segment_s (seconds), got None")
-        if length is not None and (isinstance(length, bool) or length < 1):
+        if length is not None and (
+            not isinstance(length, int) or isinstance(length, bool) or length < 1
+        ):
             raise ValueError(f"length must be a positive integer or None, got {length!r}")
         if length is not None and not random_chunks:
             raise ValueError(

@@ -8,6 +8,7 @@ periodic Hann window, centred frames, zero padding).
 from __future__ import annotations
 
 import math
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -148,8 +149,13 @@ def mel_filterbank(
     if norm is not None:
         check_choice(norm, "mel norm", ("slaney",))
     f_max = sample_rate / 2 if f_max is None else float(f_max)
-    if not 0.0 <= f_min < f_max:
-        raise ValueError(f"need 0 <= f_min < f_max, got f_min={f_min} and f_max={f_max}")
+    if not 0.0 <= f_min < f_max <= sample_rate / 2:
+        raise ValueError(
+            f"need 0 <= f_min < f_max <= sample_rate / 2 = {sample_rate / 2}, got f_min={f_min} "
+            f"and f_max={f_max}"
+        )
+    if not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating point dtype, got {dtype}")
     fft_freqs = torch.linspace(0.0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
     mel_edges = torch.linspace(
         float(hz_to_mel(torch.tensor(f_min, dtype=torch.float64), scale)),
@@ -164,6 +170,14 @@ def mel_filterbank(
     weights = torch.minimum(rising, falling).clamp_min(0.0)  # (n_mels, n_freqs)
     if norm == "slaney":
         weights = weights * (2.0 / (upper - lower))
+    empty = int((weights.amax(-1) == 0).sum())
+    if empty:  # narrower than the bin spacing: too many mels for this n_fft
+        warnings.warn(
+            f"{empty} of the {n_mels} mel filters are empty (no FFT bin between their edges): "
+            f"use fewer mels or a larger n_fft than {n_fft}",
+            UserWarning,
+            stacklevel=2,
+        )
     return weights.to(dtype=dtype, device=device)
 
 

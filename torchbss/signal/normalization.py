@@ -37,7 +37,10 @@ def normalize(x: torch.Tensor, eps: float = 1e-8) -> tuple[torch.Tensor, Normali
     ``x_norm = (x - mean) / std``. Every channel gets the same shift and scale, so the stereo
     image is kept. A silent (all-zero or constant) item has ``std = eps`` and a finite (zero)
     output; the clamp also keeps the gradient finite there. The variance is formed in ``x``'s
-    dtype: audio beyond ``~1e19`` (float32) overflows it (``std = inf``, a zero output).
+    dtype: audio beyond ``~1e19`` (float32) overflows it (``std = inf``, a zero output). A
+    signal whose channels cancel in the downmix (e.g. stereo with ``R = -L``) also has
+    ``std = eps``: its output is scaled up by ``1 / eps`` (exactly undone by :func:`denormalize`,
+    but far outside the range a network was trained on).
 
     Args:
         x: real signal ``(..., channels, samples)``, float32 or float64, finite.

@@ -84,6 +84,11 @@ def derive_stems(
     rules = {} if rules is None else rules
     if not isinstance(rules, Mapping):
         raise TypeError(f"rules must be a dict of name -> rule, got {type(rules).__name__}")
+    if "mixture" in stems:  # a rule naming it would read the mixture argument instead
+        raise ValueError("no stem may be named 'mixture': rules use that name for the mixture")
+    bad = [name for name in rules if not isinstance(name, str) or not name]
+    if bad:
+        raise TypeError(f"rule names must be non-empty strings, got {bad}")
     shape = None
     for name, value in stems.items():
         if not isinstance(value, torch.Tensor):
