@@ -65,3 +65,11 @@ def single_threaded():
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test (many small ops: a second core would only be waited
+    on); the count is restored after it. Files use it as ``pytestmark``."""
+    with single_threaded():
+        yield

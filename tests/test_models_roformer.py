@@ -30,13 +30,7 @@ from torchbss.models import (
 TOL = 1e-5
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Many small ops: one thread avoids waiting on a busy second core between them."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,13 +16,7 @@ from torchbss.separators.online import OnlineAuxIVA, OnlineILRMA, OnlineISNMF, s
 N_FREQ = 17
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Per-frame work is tiny: one thread avoids oversubscription on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 
 def _mixture(
