@@ -124,3 +124,10 @@ def test_bad_input_is_named(generator):
         projected_images(X[:, :4], X)
     with pytest.raises(ValueError, match="method"):
         result_images(AuxIVA(n_iter=1)(X), X, "magic")
+    # a demixing of another batch failed inside einsum, or broadcast one mixture silently
+    with pytest.raises(ValueError, match="must have the same batch shape"):
+        source_images(X, W.expand(3, 5, 2, 2))
+    singular = W.clone()
+    singular[2, 1] = singular[2, 0]  # one bin's rows equal: no inverse
+    with pytest.raises(ValueError, match=r"singular in frequency bin\(s\) \[2\]"):
+        source_images(X, singular)

@@ -968,6 +968,13 @@ def test_stream_gives_the_outputs_and_state_of_step(make):
     assert torch.equal(stream.step(X[..., 12:]), rest)
 
 
+def test_callback_is_checked_before_the_work():
+    """callback=5 ran the whole separation, then failed calling it (the result was lost)."""
+    X, _ = _mixture(batch=1, n_frames=4)
+    with pytest.raises(TypeError, match="callback must be callable"):
+        OnlineAuxIVA()(X, callback=5)
+
+
 def test_stream_refuses_another_layout():
     sep = OnlineAuxIVA()
     X, _ = _mixture(batch=2, n_frames=8)

@@ -451,3 +451,21 @@ def test_torchbss_imports_and_computes_without_matplotlib():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "pip install 'torchbss[plot]'" in out.stdout
+
+
+def test_plot_arguments_that_were_changed_or_failed_inside_matplotlib_are_refused():
+    """Unevenly spaced beam angles were drawn at even positions, a fractional row index was
+    truncated, dpi 0 drew a 0 x 0 figure and dpi 1e6 tried a 8e6-pixel one, an empty metric
+    list failed in matplotlib's gridspec."""
+    positions = torch.arange(2, dtype=torch.float64) * 0.05
+    W = torch.eye(2, dtype=torch.complex128).expand(33, 2, 2)
+    with pytest.raises(ValueError, match="evenly spaced"):
+        plot.beam_pattern(W, positions, 16000, angles_deg=[-90.0, 0.0, 10.0, 90.0])
+    with pytest.raises(ValueError, match="rows must be indices"):
+        plot.beam_pattern(W, positions, 16000, rows=[0.7])
+    x = torch.randn(2, 4000)
+    for dpi in (0, 1e6):
+        with pytest.raises(ValueError, match="dpi"):
+            plot.spectrogram_grid(x[:1], sample_rate=16000, dpi=dpi)
+    with pytest.raises(ValueError, match="at least one metric"):
+        plot.benchmark_summary({"a": {"si_sdr": [1.0, 2.0]}}, metrics=[])

@@ -289,6 +289,7 @@ def test_scaling_reconstructs_reference_mic(scaling, ref_mic):
         assert err / X[..., ref_mic, :, :].abs().pow(2).sum() < 0.05
 
 
+@pytest.mark.filterwarnings("ignore:.*the demixing became singular")  # (degenerate on purpose)
 def test_degenerate_inputs_are_finite():
     X = make_mixture(batch=(4,), n_src=3, seed=8)
     X[0, 1] = 0  # a silent mic
@@ -362,6 +363,7 @@ def _unrolled_grads(n_mix, n_iter, checkpoint=False, update="ip1", model="laplac
     return X.grad
 
 
+@pytest.mark.filterwarnings("ignore:.*the demixing became singular")  # (degenerate on purpose)
 @pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
 @pytest.mark.parametrize("update", UPDATES)
 @pytest.mark.parametrize("model", MODELS)
@@ -464,6 +466,14 @@ def test_divergence_is_reported_not_silent(data_dir):
     assert bool(torch.isfinite(torch.view_as_real(Y)).all())
 
 
+def test_a_singular_demixing_is_reported(generator):
+    """ISS in complex64 on two identical mics: finite sources, but |det W| = 0 (cost +inf), so
+    no images or projection back; it passed without a word."""
+    X = torch.randn(1, 9, 30, dtype=torch.complex64, generator=generator)
+    with pytest.warns(RuntimeWarning, match="the demixing became singular"):
+        AuxIVA(n_iter=5, update="iss")(torch.cat([X, X]))
+
+
 def test_divergence_check_counts_the_mixtures_with_nan_or_inf():
     """The check after a separation (two reductions per mixture) finds a single NaN, +inf or
     -inf, in the real or the imaginary part, and counts the mixtures that hold one."""
@@ -473,12 +483,12 @@ def test_divergence_check_counts_the_mixtures_with_nan_or_inf():
     Y[1, 2, 1, 4, 2] = complex(float("inf"), 1.0)
     result = SeparationResult(sources=Y, state=None, demixing=None)
     with pytest.warns(RuntimeWarning, match=r"in 3 of 6 mixture\(s\) \(torch.complex64"):
-        AuxIVA()._checked(result)
+        AuxIVA()._checked(result, Y)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        AuxIVA()._checked(SeparationResult(sources=Y[0, ::2], state=None, demixing=None))
+        AuxIVA()._checked(SeparationResult(sources=Y[0, ::2], state=None, demixing=None), Y)
     with pytest.warns(RuntimeWarning, match=r"in 1 of 2 mixture"):
-        AuxIVA()._checked(SeparationResult(sources=Y[:, 2], state=None, demixing=None))
+        AuxIVA()._checked(SeparationResult(sources=Y[:, 2], state=None, demixing=None), Y)
 
 
 def test_nmf_fused_update_equals_the_matmul_update(generator):

@@ -88,7 +88,14 @@ def mixing_matrix(
         True
     """
     W, n_src = _check_demixing(demixing, n_src)
-    A = torch.linalg.inv(W)[..., :n_src]
+    A, info = torch.linalg.inv_ex(W)
+    if bool((info != 0).any()):
+        singular = sorted(set((info != 0).nonzero()[:, -1].tolist()))[:8]
+        raise ValueError(
+            f"the demixing is singular in frequency bin(s) {singular}: it has no mixing matrix "
+            "(its sources cannot be projected back to the mics)"
+        )
+    A = A[..., :n_src]
     if ref_mic is None:
         return A
     n_mics = W.shape[-1]
@@ -136,6 +143,11 @@ def source_images(
         raise ValueError(
             f"demixing must have shape (..., {n_freq}, {n_mics}, {n_mics}) (freq, mics, mics) for "
             f"a mixture of shape {tuple(mixture.shape)} {MIXTURE_LAYOUT}, got {tuple(W.shape)}"
+        )
+    if W.shape[:-3] != mixture.shape[:-3]:
+        raise ValueError(
+            f"demixing {tuple(W.shape)} (..., freq, mics, mics) and mixture "
+            f"{tuple(mixture.shape)} {MIXTURE_LAYOUT} must have the same batch shape"
         )
     W = W.to(mixture.dtype)
     sources = einsum(W[..., :n_src, :], mixture, "... f k m, ... m f t -> ... k f t")

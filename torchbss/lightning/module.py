@@ -129,6 +129,12 @@ class SeparationModule(pl.LightningModule):
             }
         )
         self.stem_names = list(stem_names) if stem_names else []
+        if self.stem_names and pit:  # named outputs are not permuted; the averages would be
+            raise ValueError(
+                "stem_names name fixed outputs (e.g. a music model's stems) and their metrics "
+                "compare output k with reference k: use permutation_invariant_metrics=False, or "
+                "no stem_names for permutation-free sources"
+            )
         self.stem_metrics = nn.ModuleDict(
             {
                 f"{stage}_{name}_{stem}": metric_cls()

@@ -39,6 +39,15 @@ def new_figure(width: float, height: float, dpi: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    sizes = {"width": width, "height": height, "dpi": dpi}
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e6:
+            raise ValueError(f"figure {name} must be a finite number > 0, got {value!r}")
+    if max(width, height) * dpi > 2**16:  # Agg's limit
+        raise ValueError(
+            f"a {width} x {height} inch figure at dpi={dpi} is {max(width, height) * dpi:.0f} "
+            "pixels wide or high, more than the 65536 the renderer draws; lower dpi or the size"
+        )
     fig = Figure(figsize=(width, height), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
     return fig

@@ -202,8 +202,9 @@ def beam_pattern(
     )
     dynamic_range_db = check_positive(dynamic_range_db, "dynamic_range_db")
     n_freq, n_rows, n_angles = response.shape
-    rows = list(range(n_rows)) if rows is None else [int(r) for r in rows]
-    if not rows or any(not 0 <= r < n_rows for r in rows):
+    rows = list(range(n_rows)) if rows is None else list(rows)
+    if not rows or any(isinstance(r, bool) or not isinstance(r, int) or not 0 <= r < n_rows
+                       for r in rows):  # fmt: skip
         raise ValueError(f"rows must be indices in [0, {n_rows}), got {rows}")
     names = names_for(source_names, len(rows), "output", "source_names")
     angles = _angles(angles_deg, torch.float64, "cpu").numpy()
@@ -211,6 +212,11 @@ def beam_pattern(
     rel = db(power / power.amax(dim=-1, keepdim=True).clamp_min(1e-300))
     df = float(sample_rate) / (2 * (n_freq - 1))
     da = float(angles[1] - angles[0]) if n_angles > 1 else 1.0
+    steps = torch.diff(torch.as_tensor(angles))
+    if n_angles > 2 and not torch.allclose(steps, torch.full_like(steps, da), rtol=1e-6, atol=1e-9):
+        raise ValueError(  # the image's extent places them evenly
+            f"angles_deg must be evenly spaced, got {angles.tolist()}"
+        )
     extent = (angles[0] - da / 2, angles[-1] + da / 2, -df / 2, (n_freq - 0.5) * df)
     width, height = panel_size
     fig = new_figure(len(rows) * width + 1.0, height + 0.3 + (0.3 if title else 0.0), dpi)

@@ -139,6 +139,8 @@ def benchmark_summary(
         metrics = list(dict.fromkeys(m for d in data.values() for m in d))
     elif isinstance(metrics, str):
         metrics = [metrics]
+    if not metrics:
+        raise ValueError("metrics must name at least one metric to draw (or None: every one)")
     panels = [(metric, _metric_values(data, metric)) for metric in metrics]
     labels = {**METRIC_LABELS, **(labels or {})}
     width, height = panel_size

@@ -539,6 +539,8 @@ class OnlineSeparator(Separator):
         Returns:
             :class:`~torchbss.separators.SeparationResult` with ``sources`` and ``state``.
         """
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable(i, result) or None, got {callback!r}")
         if state is None:
             state = self.init_state(self.prepare_block(X))
         result = self.step(X, state, frame_mask)
