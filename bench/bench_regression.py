@@ -25,7 +25,7 @@ from pathlib import Path
 from bench._common import print_table, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_BASE = "3387e4c"
+DEFAULT_BASE = "55fa7b7"
 
 WORKER = r"""
 import json, sys, time, torch

@@ -53,9 +53,9 @@ SECTIONS: list[tuple[str, str, str, str]] = [
     (
         "bench_regression",
         "Nothing got slower: this checkout against the previous commit",
-        "python -m bench.bench_regression --base 3387e4c --repeat 9",
+        "python -m bench.bench_regression --base 55fa7b7 --repeat 9",
         "Median time of the same workloads with the previous implementation (the last commit of "
-        "stop 32) and this one, alternating in fresh single-thread processes.",
+        "stop 33) and this one, alternating in fresh single-thread processes.",
     ),
     (
         "bench_batch",
