@@ -236,7 +236,7 @@ def test_module_refuses_a_clip_that_means_none_and_mismatched_stems():
     from torchbss.separators import AuxIVA
 
     for bad in (0, -1.0, float("inf"), "5"):
-        with pytest.raises(ValueError, match="gradient_clip_norm must be a number > 0"):
+        with pytest.raises(ValueError, match=r"gradient_clip_norm .* must be a finite number > 0"):
             SeparationModule(AuxIVA(n_iter=1), torch.nn.L1Loss(), gradient_clip_norm=bad)
     # per-stem metrics compare output k with reference k, while the averages were solved for
     # the permutation: a swapped separation logged 105 dB overall and -49 dB per stem

@@ -7,6 +7,7 @@ or as an error deep inside torch.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 
@@ -20,6 +21,7 @@ __all__ = [
     "finite_items",
     "check_freq_bins",
     "check_same_shape",
+    "check_positive",
     "check_positive_int",
     "check_range",
     "check_choice",
@@ -175,6 +177,18 @@ def check_same_shape(
             f"{name_a} and {name_b} must have the same shape, got {tuple(a.shape)} and "
             f"{tuple(b.shape)}"
         )
+
+
+def check_positive(value: object, name: str) -> float:
+    """Check a finite number ``> 0`` (numpy scalars too; not a bool); returns it as a float."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or not value > 0
+    ):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
 
 
 def check_positive_int(value: object, name: str, *, minimum: int = 1) -> int:

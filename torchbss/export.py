@@ -11,8 +11,8 @@ An export is a plain ``torch.save`` of a dict of tensors, strings and numbers (l
 ``config`` is a Hydra-style node (``_target_`` plus arguments, nested nodes for nested modules,
 as in the project's ``configs/``) restricted to torchbss classes: modules and spatial updates
 (and :func:`pretrained`, which loads a shipped file); a target naming any other function or
-class is refused before it is called. Loading needs neither
-Lightning nor Hydra: :func:`instantiate` builds the node with its plain arguments.
+class is refused before it is called. Loading needs neither Lightning nor Hydra:
+:func:`instantiate` builds the node with its plain arguments.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchbss._validation import check_finite, check_real_float, check_tensor
+from torchbss._validation import check_finite, check_positive, check_real_float, check_tensor
 from torchbss.separators.base import SeparationResult
 from torchbss.separators.online.base import OnlineSeparator
 from torchbss.signal.stft import STFT, num_frames
@@ -239,17 +239,12 @@ def separate_file(
         )
     if isinstance(outputs, (str, os.PathLike)):
         raise TypeError(f"outputs must be a list of paths, one per source, got {outputs!r}")
-    if (
-        isinstance(block_seconds, bool)
-        or not isinstance(block_seconds, (int, float))
-        or not 0 < block_seconds < float("inf")
-    ):
-        raise ValueError(f"block_seconds must be a finite number > 0, got {block_seconds!r}")
+    check_positive(block_seconds, "block_seconds")
     info = io.info(path)
     n_src = separator.separator.num_sources(info.channels)
     if len(outputs) != n_src:
         raise ValueError(f"expected {n_src} output paths for {n_src} sources, got {len(outputs)}")
-    block = max(1, round(block_seconds * info.sample_rate))
+    block = max(1, int(block_seconds * info.sample_rate))
     reader = io.iter_blocks(path, block, dtype=dtype)
 
     def blocks():  # each block checked as a whole-file input is (no output is left on failure)

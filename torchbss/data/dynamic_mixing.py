@@ -27,6 +27,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from torchbss._validation import check_positive
+
 from .datasets import AudioFileInfo, as_range, audio_info, example_generator, read_audio, uniform
 from .room import convolve, image_source_rir
 
@@ -311,8 +313,7 @@ def change_speed(signal: torch.Tensor, factor: float, length: int | None = None)
     Returns:
         ``(..., length)`` tensor of the input dtype.
     """
-    if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor > 0):
-        raise ValueError(f"factor must be a finite number > 0, got {factor!r}")
+    check_positive(factor, "factor")
     n = signal.shape[-1]
     n_out = max(1, int(round(n / factor)))
     if n_out != n and n > 0:

@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from torchbss._validation import check_positive
+
 from .datasets import AudioFileInfo, as_range, audio_info, example_generator, read_audio, uniform
 
 __all__ = ["WavFolderDataset", "StemFolderDataset"]
@@ -48,14 +50,7 @@ def _check_pair(a: AudioFileInfo, b: AudioFileInfo, what: str) -> None:
 def _segment_samples(segment_s: float | None, sample_rate: int) -> int | None:
     if segment_s is None:
         return None
-    if (
-        isinstance(segment_s, bool)
-        or not isinstance(segment_s, (int, float))
-        or not 0 < segment_s < float("inf")
-    ):
-        raise ValueError(
-            f"segment_s must be a finite number > 0 seconds or None, got {segment_s!r}"
-        )
+    check_positive(segment_s, "segment_s (seconds, or None)")
     samples = int(round(segment_s * sample_rate))
     if samples < 1:
         raise ValueError(

@@ -110,9 +110,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer = _trainer(cfg)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     if trainer.global_step == 0:  # nothing learned: no export of the initial weights
+        skipped = int(module.skipped_batches)
         raise ValueError(
-            "no training step ran (trainer.max_epochs / max_steps of 0, or no training batch), "
-            "so nothing was tested or exported; check the trainer and data settings"
+            "no training step ran (trainer.max_epochs / max_steps of 0, no training batch"
+            + (f", or all {skipped} batch(es) skipped as non-finite" if skipped else "")
+            + "), so nothing was tested or exported; check the trainer and data settings"
         )
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -145,19 +147,17 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         from torchbss.inference import WaveformSeparator
 
         if str(checkpoint).endswith(".ckpt"):  # its separator and STFT, as in its export
-            from torchbss.export import instantiate as build
-            from torchbss.lightning.export import read_checkpoint
+            from torchbss.export import ExportError
+            from torchbss.lightning.export import read_checkpoint, separator_from_checkpoint
 
-            ckpt, state = read_checkpoint(checkpoint)
-            hparams = ckpt.get("hyper_parameters") or {}
-            if hparams.get("separator_config"):
-                separator = build(hparams["separator_config"])
-                separator.load_state_dict(state)
+            try:
+                separator, ckpt = separator_from_checkpoint(checkpoint)
+                hparams = ckpt["hyper_parameters"]
                 wsep = WaveformSeparator(
                     separator, n_fft=hparams["n_fft"], hop_length=hparams["hop_length"]
                 )
-            else:  # a module built without its config: the configured one takes the weights
-                module.model.separator.load_state_dict(state)
+            except ExportError:  # a module built without its config: the configured one
+                module.model.separator.load_state_dict(read_checkpoint(checkpoint)[1])
                 wsep = module.model
         else:
             from torchbss.export import load_separator

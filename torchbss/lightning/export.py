@@ -16,7 +16,7 @@ import torch
 
 from torchbss.export import ExportError, instantiate, save_separator
 
-__all__ = ["export_module", "export_checkpoint", "read_checkpoint"]
+__all__ = ["export_module", "export_checkpoint", "read_checkpoint", "separator_from_checkpoint"]
 
 PREFIX = "model.separator."
 
@@ -53,19 +53,30 @@ def read_checkpoint(checkpoint: str | os.PathLike) -> tuple[dict, dict[str, torc
     return ckpt, {k[len(PREFIX) :]: v for k, v in state.items() if k.startswith(PREFIX)}
 
 
+def separator_from_checkpoint(checkpoint: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
+    """``(separator, checkpoint)``: the separator of a Lightning checkpoint, built from the
+    ``separator_config`` in its hyper-parameters with its trained weights.
+
+    Raises:
+        ExportError: not such a checkpoint, or one of a module built without its config.
+    """
+    ckpt, state = read_checkpoint(checkpoint)
+    config = (ckpt.get("hyper_parameters") or {}).get("separator_config")
+    if not config:
+        raise ExportError(f"{checkpoint} has no separator_config in its hyper-parameters")
+    separator = instantiate(config)
+    separator.load_state_dict(state)
+    return separator, ckpt
+
+
 def export_checkpoint(
     checkpoint: str | os.PathLike,
     path: str | os.PathLike,
     metadata: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the separator of a Lightning checkpoint (``.ckpt``) to ``path``."""
-    ckpt, state = read_checkpoint(checkpoint)
-    hparams = ckpt.get("hyper_parameters", {})
-    config = hparams.get("separator_config")
-    if not config:
-        raise ExportError(f"{checkpoint} has no separator_config in its hyper-parameters")
-    separator = instantiate(config)
-    separator.load_state_dict(state)
+    separator, ckpt = separator_from_checkpoint(checkpoint)
+    hparams, config = ckpt["hyper_parameters"], ckpt["hyper_parameters"]["separator_config"]
     meta = {"checkpoint": str(checkpoint), "epoch": ckpt.get("epoch"),
             "global_step": ckpt.get("global_step"), **(metadata or {})}  # fmt: skip
     return save_separator(

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchbss._validation import check_choice
+from torchbss._validation import check_choice, check_positive
 from torchbss.inference import WaveformSeparator
 from torchbss.losses import PITLoss, PITResult
 from torchbss.metrics.modules import SDR, SISDR, SISDRImprovement
@@ -102,15 +102,8 @@ class SeparationModule(pl.LightningModule):
         self.scheduler_factory = scheduler
         self.scheduler_interval = check_choice(scheduler_interval, "scheduler_interval",
                                                ("step", "epoch"))  # fmt: skip
-        if gradient_clip_norm is not None and not (
-            isinstance(gradient_clip_norm, (int, float))
-            and not isinstance(gradient_clip_norm, bool)
-            and 0 < gradient_clip_norm < float("inf")
-        ):  # Lightning takes 0 or less as "no clipping"
-            raise ValueError(
-                f"gradient_clip_norm must be a number > 0, or None for no clipping, got "
-                f"{gradient_clip_norm!r}"
-            )
+        if gradient_clip_norm is not None:  # (Lightning takes 0 or less as "no clipping")
+            check_positive(gradient_clip_norm, "gradient_clip_norm (None: no clipping)")
         self.gradient_clip_norm = gradient_clip_norm
         self.ref_mic = ref_mic
         pit = permutation_invariant_metrics

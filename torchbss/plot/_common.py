@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from torchbss._validation import check_finite
+from torchbss._validation import check_finite, check_positive
 
 ArrayLike = Any  # torch.Tensor, numpy.ndarray or a (nested) sequence of numbers
 
@@ -39,10 +39,8 @@ def new_figure(width: float, height: float, dpi: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    sizes = {"width": width, "height": height, "dpi": dpi}
-    for name, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e6:
-            raise ValueError(f"figure {name} must be a finite number > 0, got {value!r}")
+    for name, value in {"width": width, "height": height, "dpi": dpi}.items():
+        check_positive(value, f"figure {name}")
     if max(width, height) * dpi > 2**16:  # Agg's limit
         raise ValueError(
             f"a {width} x {height} inch figure at dpi={dpi} is {max(width, height) * dpi:.0f} "
@@ -120,18 +118,6 @@ def check_sample_rate(sample_rate: object) -> float:
     ):
         raise ValueError(f"sample_rate must be a positive number (Hz), got {sample_rate!r}")
     return float(sample_rate)
-
-
-def check_positive(value: object, name: str) -> float:
-    """Check a positive, finite number."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not np.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
 
 
 def names_for(names: Sequence[str] | None, count: int, default: str, what: str) -> list[str]:
