@@ -203,7 +203,7 @@ def _from_splifft(config: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str
         n_fft = band.pop("stft_n_fft", n_fft)
         # splifft's mel MLP depth counts linear layers; the community's counts hidden layers
         depth = model.pop("mask_estimator_depth", 2)
-        if not (isinstance(depth, int) and not isinstance(depth, bool) and depth >= 2):
+        if not _is_int(depth, 2):
             raise ValueError(
                 f"the config's mask_estimator_depth must be an integer >= 2 for a Mel-RoFormer "
                 f"(splifft counts the linear layers), got {depth!r}"
@@ -311,9 +311,7 @@ def _from_msst(config: dict[str, Any], model_type: str) -> tuple[dict[str, Any],
                 f"{model['stereo']!r}"
             )
     num_overlap = inference.get("num_overlap")
-    if num_overlap is not None and not (
-        isinstance(num_overlap, int) and not isinstance(num_overlap, bool) and num_overlap >= 1
-    ):
+    if num_overlap is not None and not _is_int(num_overlap, 1):
         raise ValueError(
             f"the config's inference.num_overlap must be an integer >= 1 (chunks covering each "
             f"sample), got {num_overlap!r}"
@@ -336,6 +334,25 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
 
 
+def _is_int(value: object, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _option_problem(key: str, value: object, default: object) -> str | None:
+    """What a constructor option must be (by its default's type), or None when it is that."""
+    if key == "rms_norm_eps":
+        return None if value is None or _is_number(value) and value > 0 else "a number > 0"
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "true or false"
+    if isinstance(default, float) and "dropout" in key:
+        return None if _is_number(value) and 0 <= value < 1 else "a number in [0, 1)"
+    if isinstance(default, float):
+        return None if _is_number(value) and value >= 0 else "a number >= 0"
+    if isinstance(default, int) or default is inspect.Parameter.empty:
+        return None if _is_int(value, 0) else "an integer >= 0"
+    return None
+
+
 def _check_meta(meta: dict[str, Any]) -> None:
     """The inference settings read from a config: stems, chunk, rate, overlap, batch, normalize."""
     stems = meta["stems"]
@@ -351,14 +368,13 @@ def _check_meta(meta: dict[str, Any]) -> None:
         )
     for key, where in (("chunk_size", "chunk size"), ("sample_rate", "sample rate")):
         value = meta[key]
-        if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+        if not _is_int(value, 1):
             raise ValueError(
                 f"the config's {where} must be a positive integer, got {value!r}"
                 + (_YAML_NUMBER_HINT if isinstance(value, str) else "")
             )
     batch = meta["batch_size"]
-    if batch is not None and not (isinstance(batch, int) and not isinstance(batch, bool)
-                                  and batch > 0):  # fmt: skip
+    if batch is not None and not _is_int(batch, 1):
         raise ValueError(
             f"the config's inference batch_size must be a positive integer, got {batch!r}"
         )
@@ -390,24 +406,8 @@ def _check_options(model_type: str, kwargs: dict[str, Any]) -> None:
         )
     params = inspect.signature(cls.__init__).parameters
     for key, value in kwargs.items():
-        default = params[key].default
-        if key == "rms_norm_eps" or isinstance(default, float):
-            expected, ok = (
-                "a number",
-                _is_number(value) or (key == "rms_norm_eps" and value is None),
-            )
-            if ok and value is not None and not (value > 0 or "dropout" in key and value == 0):
-                expected, ok = "a number > 0", False
-            if ok and "dropout" in key and not value < 1:
-                expected, ok = "a number in [0, 1)", False
-        elif isinstance(default, bool):
-            expected, ok = "true or false", isinstance(value, bool)
-        elif isinstance(default, int) or default is inspect.Parameter.empty:
-            expected = "an integer >= 0"
-            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
-        else:
-            continue
-        if not ok:
+        expected = _option_problem(key, value, params[key].default)
+        if expected is not None:
             raise ValueError(
                 f"the config's model option {key}={value!r} must be {expected}"
                 + (_YAML_NUMBER_HINT if isinstance(value, str) else "")
