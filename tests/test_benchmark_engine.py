@@ -226,7 +226,39 @@ def test_bad_recipes_and_settings_are_refused_clearly(tmp_path, data_folder):
         _run(recipe, out, "data.items=[zz]")
     with pytest.raises(ValueError, match="task= is set by the engine"):
         _run(recipe, out, "task=abc")
+    # a string flag was truthy (overwrite='false' redid every finished task); duplicated items
+    # ran and counted twice; an empty list planned nothing and blamed the folder; a fractional
+    # n_fft was truncated; an override Hydra cannot parse printed its traceback
+    with pytest.raises(TypeError, match="overwrite must be True or False"):
+        _run(recipe, out, "overwrite='false'")
+    with pytest.raises(ValueError, match=r"data.items lists \['a'\] more than once"):
+        _run(recipe, out, "data.items=[a,a]")
+    with pytest.raises(ValueError, match="data.items is empty"):
+        _run(recipe, out, "data.items=[]")
+    with pytest.raises(TypeError, match="stft.n_fft must be an integer"):
+        _run(recipe, out, "stft.n_fft=1000.9")
+    with pytest.raises(ValueError, match="cannot parse the overrides.*quote a value"):
+        _run(recipe, tmp_path / "it's")
     assert not (out / "results").exists()  # nothing ran
+
+
+def test_a_second_run_into_the_same_folder_is_refused(tmp_path, data_folder, monkeypatch):
+    """Two runs into one out_dir: the second rewrote the plan under the first, whose summary
+    then covered the other's tasks. An OS lock (released even on kill -9) refuses it."""
+    import fcntl
+
+    recipe = _recipe(tmp_path, data_folder)
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / ".lock", "w") as held:  # another run holds the folder
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ValueError, match="another torchbss benchmark is running into"):
+            _run(recipe, out, "data.items=[a]")
+    assert _run(recipe, out, "data.items=[a]") == 0  # released: it runs
+    # a result file that is JSON but not a result of this engine is run again, not a crash
+    result = next((out / "results").glob("*.json"))
+    result.write_text("[]")
+    assert _run(recipe, out, "data.items=[a]") == 0
 
 
 def test_summaries_of_empty_folders_say_so(tmp_path):

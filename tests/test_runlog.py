@@ -134,6 +134,15 @@ def test_bad_input_is_named(tmp_path, excerpt):
         record(None, every=0)
     with pytest.raises(TypeError, match="cannot write a object"):
         write_run_log(tmp_path / "x.jsonl", [{"a": object()}])
+    # the recorder's own keys in fields replaced the measured values; keys 1 and "1" kept one;
+    # a NaN token was read although the writer writes strict JSON
+    with pytest.raises(ValueError, match=r"fields \['cost', 'iteration'\] are written by"):
+        record(None, fields={"iteration": 0, "cost": "n/a", "run": "a"})
+    with pytest.raises(ValueError, match="collide as text"):
+        write_run_log(tmp_path / "y.jsonl", [{1: "int", "1": "str"}])
+    path.write_text('{"a": NaN}\n')
+    with pytest.raises(ValueError, match="line 1 is not valid JSON"):
+        read_run_log(path)
     rec = record(None, ref[:, :100], STFT(512, 128))
     X = STFT(512, 128)(mix)
     with pytest.raises(ValueError, match="references have 100 samples"):

@@ -259,6 +259,16 @@ def test_cli_forwards_overrides_and_refuses_flags(tmp_path, data_dir, capsys, mo
                  f"paths.log_dir={tmp_path / 'logs'}", "export=false"])  # fmt: skip
     assert code == 0
     assert list(Path(tmp_path / "logs" / "neural_auxiva" / "runs").iterdir())
+    # an unknown option, a misspelt key and an error inside the job are one line, status 2
+    # (Hydra printed 7-13 lines or a traceback, and exited 1)
+    for args, message in ((["train", "model=nonexistent"], "Could not find 'model/nonexistent'"),
+                          (["train", "trainer.max_epoch=1"], "+trainer.max_epoch=1"),
+                          (["eval", "checkpoint=/nonexistent.pt",
+                            f"paths.log_dir={tmp_path / 'logs'}"], "not found")):  # fmt: skip
+        capsys.readouterr()
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("error: ") and message in err[-1], err
 
 
 @pytest.mark.slow

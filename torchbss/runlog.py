@@ -58,7 +58,10 @@ def to_json_value(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, Mapping):
-        return {str(k): to_json_value(v) for k, v in value.items()}
+        out = {str(k): to_json_value(v) for k, v in value.items()}
+        if len(out) != len(value):  # e.g. 1 and "1": one of them was dropped
+            raise ValueError(f"keys {list(value)} collide as text; a run log keys by strings")
+        return out
     if isinstance(value, (list, tuple)):
         return [to_json_value(v) for v in value]
     if value is None or isinstance(value, (bool, int, str)):
@@ -84,6 +87,12 @@ def _open_target(path: Path, append: bool, overwrite: bool) -> None:
             "overwrite=True to replace it"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
+
+
+#: the keys of a record that the recorder measures (``fields`` may not use them)
+_MEASURED = frozenset(
+    {"index", "iteration", "time_s", "cost", "samples", "si_sdr", "si_sdr_mean", "permutation"}
+)
 
 
 class RunLogWriter:
@@ -158,6 +167,10 @@ def write_run_log(
     return path
 
 
+def _refuse_constant(name: str) -> Any:
+    raise json.JSONDecodeError(f"{name} is not JSON (a run log writes null)", name, 0)
+
+
 def read_run_log(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Read a JSON-Lines run log.
 
@@ -180,8 +193,8 @@ def read_run_log(path: str | os.PathLike) -> list[dict[str, Any]]:
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
-            try:
-                value = json.loads(line)
+            try:  # strict: NaN / Infinity are not JSON (the writer writes null)
+                value = json.loads(line, parse_constant=_refuse_constant)
             except json.JSONDecodeError as err:
                 raise ValueError(
                     f"{str(path)!r} line {number} is not valid JSON ({err.msg}); a run log has "
@@ -232,6 +245,12 @@ class RunRecorder:
             raise ValueError(f"every must be an integer >= 1, got {every!r}")
         self.every = every
         self.fields = dict(to_json_value(dict(fields or {})))
+        clash = sorted(set(self.fields) & _MEASURED)
+        if clash:  # they replaced the measured values (and finish() placed costs by them)
+            raise ValueError(
+                f"fields {clash} are written by the recorder itself; use other names "
+                f"(it writes {sorted(_MEASURED)})"
+            )
         self.references = None
         self.stft = None
         if references is not None:

@@ -28,9 +28,11 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from torchbss._validation import check_bool
 from torchbss.configs import config_dir
 
 try:
@@ -99,7 +101,15 @@ def _split_overrides(overrides: Sequence[str]) -> tuple[str, list[str], list[str
             launcher.append(item)
             continue
         plain.append(item)
-    parsed = OverridesParser.create().parse_overrides(plain)
+    from hydra.errors import OverrideParseException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(plain)
+    except OverrideParseException as err:
+        raise ValueError(
+            f"cannot parse the overrides {plain}: {str(err).splitlines()[0]} (quote a value "
+            "with spaces, commas or quotes: out_dir=\"'/a path/x'\")"
+        ) from None
     sweeps = [o.input_line for o in parsed if o.is_sweep_override()]
     if sweeps:
         raise ValueError(
@@ -158,11 +168,11 @@ class EngineSettings:
                 f"out_dir={self.out_dir}: {existing} is a file, not a folder; choose another "
                 "out_dir"
             )
-        self.overwrite = bool(cfg.get("overwrite", False))
-        self.retry_failed = bool(cfg.get("retry_failed", True))
-        self.dry_run = bool(cfg.get("dry_run", False))
-        self.report = bool(cfg.get("report", False))
-        self.plots = bool(cfg.get("plots", True))
+        # true or false (a string such as 'false' was truthy: overwrite='false' redid everything)
+        flags = {"overwrite": False, "retry_failed": True, "dry_run": False, "report": False,
+                 "plots": True}  # fmt: skip
+        for name, default in flags.items():
+            setattr(self, name, check_bool(cfg.get(name, default), name))
         save = OmegaConf.to_container(cfg.save, resolve=True) if cfg.get("save") else {}
         if self.report:  # the listening report plays the estimates
             save = {**save, "audio": True}
@@ -192,9 +202,34 @@ def _write_plan(settings: EngineSettings, cfg: DictConfig, tasks: list[Task]) ->
         },
     )
     text = OmegaConf.to_yaml(cfg, resolve=True)
-    tmp = out / ".recipe.yaml.tmp"
+    tmp = out / f".recipe.yaml.{os.getpid()}.tmp"
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, out / "recipe.yaml")
+
+
+@contextmanager
+def _run_lock(out: Path):
+    """Hold ``out_dir/.lock`` (an OS lock, released when the process ends, even on kill -9) so
+    that a second run into the same folder is refused: it rewrote the plan under the first,
+    whose summary then covered the other run's tasks. Without ``fcntl`` (Windows) no lock."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on this platform
+        yield
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ValueError(
+                f"another torchbss benchmark is running into {out}; wait for it, or choose "
+                "another out_dir"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _quote(value: str) -> str:
@@ -323,17 +358,18 @@ def run(overrides: Sequence[str] = ()) -> int:
             state = "to run" if t.key in pending else "done"
             print(f"  {t.key}  {t.variant}  {t.item}  ({state})")
         return 0
-    _write_plan(settings, cfg, tasks)
-    if pending:
-        try:
-            _launch(recipe, plain, launcher, pending, settings)
-        except SystemExit as stop:  # Hydra reports a launcher error itself and exits
-            print(
-                f"the Hydra launcher stopped (exit status {stop.code}); the summary below covers "
-                "the tasks that finished: run the same command again to continue",
-                file=sys.stderr,
-            )
-    summary = summarize(out, report=settings.report, plots=settings.plots)
+    with _run_lock(out):
+        _write_plan(settings, cfg, tasks)
+        if pending:
+            try:
+                _launch(recipe, plain, launcher, pending, settings)
+            except SystemExit as stop:  # Hydra reports a launcher error itself and exits
+                print(
+                    f"the Hydra launcher stopped (exit status {stop.code}); the summary below "
+                    "covers the tasks that finished: run the same command again to continue",
+                    file=sys.stderr,
+                )
+        summary = summarize(out, report=settings.report, plots=settings.plots)
     print(summary.table())
     print(
         f"{summary.n_ok} finished, {summary.n_failed} failed, {summary.n_missing} not run; "

@@ -6,9 +6,11 @@ node, the example name, the STFT, the metric settings, dtype and device) and its
 first 16 hex digits of the SHA-256 of the spec written as canonical JSON. The key names the
 task's files (``tasks/<key>.json``, ``results/<key>.json``, ``audio/<key>/``): the same
 config always gives the same key, so a re-run finds what is finished, and changing anything
-that changes the numbers (a parameter, the data, the STFT, the metric settings) gives a new
-task. Settings that do not change the numbers (workers, threads, what is saved) are not part
-of the spec.
+that changes the numbers (a parameter, the data settings, the STFT, the metric settings) gives
+a new task. Settings that do not change the numbers (workers, threads, what is saved) are not
+part of the spec. The data's files are not: a folder whose audio was replaced keeps its keys,
+so rerun it with ``overwrite=true`` (or into a new ``out_dir``). The selection is: narrowing
+``data.items`` or changing ``n_items`` gives new keys, and those tasks run again.
 """
 
 from __future__ import annotations
@@ -142,8 +144,8 @@ def _variants(label: str, entry: Any, n_fft: int) -> list[tuple[str, dict[str, A
             name += "[" + ",".join(f"{k}={_format_value(v)}" for k, v in point.items()) + "]"
         try:  # build once now, so that a bad argument is reported before any task runs
             build_separator(node, n_fft=n_fft)
-        except (ValueError, TypeError) as err:
-            raise ValueError(f"methods.{label}: {err}") from None
+        except Exception as err:  # any error of a constructor: named, before anything runs
+            raise ValueError(f"methods.{label}: {type(err).__name__}: {err}") from None
         out.append((name, node, mono))
     return out
 
@@ -195,7 +197,12 @@ def expand(recipe: Mapping[str, Any]) -> list[Task]:
     stft = recipe.get("stft") or {}
     if not isinstance(stft, Mapping) or set(stft) - {"n_fft", "hop_length", "n_freq"}:
         raise ValueError(f"recipe {name!r}: stft must be {{n_fft, hop_length}}, got {stft!r}")
-    stft = {"n_fft": int(stft.get("n_fft", 2048)), "hop_length": int(stft.get("hop_length", 512))}
+    if "n_freq" in stft and stft["n_freq"] != stft.get("n_fft", 2048) // 2 + 1:
+        raise ValueError(f"recipe {name!r}: stft.n_freq must be n_fft // 2 + 1, got {stft!r}")
+    stft = {
+        "n_fft": check_positive_int(stft.get("n_fft", 2048), "stft.n_fft"),
+        "hop_length": check_positive_int(stft.get("hop_length", 512), "stft.hop_length"),
+    }
     metrics = dict(METRIC_DEFAULTS)
     unknown = sorted(set(recipe.get("metrics") or {}) - set(METRIC_DEFAULTS))
     if unknown:

@@ -300,6 +300,12 @@ def resolve_data_node(node: Mapping[str, Any]) -> dict[str, Any]:
     items = node.get("items")
     if items is not None and (isinstance(items, str) or not isinstance(items, Sequence)):
         raise ValueError(f"data.items must be a list of example names or null, got {items!r}")
+    if items is not None and not items:
+        raise ValueError("data.items is empty: give example names, or null for all of them")
+    if items is not None:
+        twice = sorted({str(i) for i in items if list(items).count(i) > 1})
+        if twice:  # each would be run and counted twice in the means
+            raise ValueError(f"data.items lists {twice} more than once")
     return node
 
 

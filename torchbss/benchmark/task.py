@@ -118,6 +118,8 @@ def is_done(folder: Path, key: str, save: SaveOptions, retry_failed: bool = True
         result = read_json(path)
     except (ValueError, OSError):
         return False
+    if not isinstance(result, dict) or not isinstance(result.get("saved", {}), dict):
+        return False  # not a result this engine wrote: run the task again
     status = result.get("status")
     if status == "failed":
         return not retry_failed

@@ -193,10 +193,17 @@ def run(command: str, overrides: list[str]) -> int:
             f"experiment=neural_auxiva; got {bad[0]!r} (see `torchbss {command} --help`)"
         )
     task = TASKS[command]
+    if not any(o.startswith("-") for o in overrides):  # (Hydra's flags: its own handling)
+        _check_overrides(command, overrides)
+    failed: list[BaseException] = []
 
     @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=command)
     def app(cfg: DictConfig) -> Any:
-        return task(cfg)
+        try:
+            return task(cfg)
+        except (ValueError, TypeError, OSError) as err:  # a user error: one line, after Hydra
+            failed.append(err)
+            return None
 
     argv = sys.argv
     sys.argv = [f"torchbss {command}", *overrides]
@@ -204,7 +211,26 @@ def run(command: str, overrides: list[str]) -> int:
         app()
     finally:
         sys.argv = argv
+    if failed:
+        raise failed[0]
     return 0
+
+
+def _check_overrides(command: str, overrides: list[str]) -> None:
+    """Compose the config once, so that an unknown option or a misspelt key is one line (a
+    ``ValueError``) rather than Hydra's report and exit status 1."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(str(config_dir()), version_base="1.3"):
+            compose(command, overrides=list(overrides), return_hydra_config=True)
+    except HydraException as err:
+        raise ValueError(f"torchbss {command}: " + " ".join(str(err).split())) from None
+    finally:
+        GlobalHydra.instance().clear()
 
 
 _HYDRA_FLAGS = {
