@@ -214,29 +214,25 @@ def test_bad_recipes_and_settings_are_refused_clearly(tmp_path, data_folder):
         _run(recipe, out, "workers=0")
     with pytest.raises(ValueError, match="is a sweep: put parameter grids in the recipe"):
         _run(recipe, out, "methods.auxiva.params.n_iter=3,5")
-    with pytest.raises(ValueError, match="unknown data source 'wav'; known sources"):
-        _run(recipe, out, "data.source=wav")
+    # new since stop 34: a string flag was truthy (overwrite='false' redid every finished
+    # task); duplicated items ran and counted twice; an empty list planned nothing and blamed
+    # the folder; a fractional n_fft was truncated; an unparsable override printed a traceback
+    cases = [
+        (ValueError, "unknown data source 'wav'; known sources", ["data.source=wav"]),
+        (ValueError, r"AuxIVA.*n_itr", ["+methods.auxiva.params.n_itr=3"]),
+        (ValueError, r"To append to your config use \+data.foo=1", ["data.foo=1"]),
+        (ValueError, "no example 'zz'|not examples of the source", ["data.items=[zz]"]),
+        (ValueError, "task= is set by the engine", ["task=abc"]),
+        (TypeError, "overwrite must be True or False", ["overwrite='false'"]),
+        (ValueError, r"data.items lists \['a'\] more than once", ["data.items=[a,a]"]),
+        (ValueError, "data.items is empty", ["data.items=[]"]),
+        (TypeError, "stft.n_fft must be an integer", ["stft.n_fft=1000.9"]),
+    ]
+    for error, match, overrides in cases:
+        with pytest.raises(error, match=match):
+            _run(recipe, out, *overrides)
     with pytest.raises(ValueError, match="unknown recipe 'nope'; the shipped recipes are"):
         run(["recipe=nope"])
-    with pytest.raises(ValueError, match=r"AuxIVA.*n_itr"):
-        _run(recipe, out, "+methods.auxiva.params.n_itr=3")
-    with pytest.raises(ValueError, match=r"To append to your config use \+data.foo=1"):
-        _run(recipe, out, "data.foo=1")
-    with pytest.raises(ValueError, match="no example 'zz'|not examples of the source"):
-        _run(recipe, out, "data.items=[zz]")
-    with pytest.raises(ValueError, match="task= is set by the engine"):
-        _run(recipe, out, "task=abc")
-    # a string flag was truthy (overwrite='false' redid every finished task); duplicated items
-    # ran and counted twice; an empty list planned nothing and blamed the folder; a fractional
-    # n_fft was truncated; an override Hydra cannot parse printed its traceback
-    with pytest.raises(TypeError, match="overwrite must be True or False"):
-        _run(recipe, out, "overwrite='false'")
-    with pytest.raises(ValueError, match=r"data.items lists \['a'\] more than once"):
-        _run(recipe, out, "data.items=[a,a]")
-    with pytest.raises(ValueError, match="data.items is empty"):
-        _run(recipe, out, "data.items=[]")
-    with pytest.raises(TypeError, match="stft.n_fft must be an integer"):
-        _run(recipe, out, "stft.n_fft=1000.9")
     with pytest.raises(ValueError, match="cannot parse the overrides.*quote a value"):
         _run(recipe, tmp_path / "it's")
     assert not (out / "results").exists()  # nothing ran
